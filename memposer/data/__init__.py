@@ -1,0 +1,1 @@
+"""IMC2025 files, scene sampling and synthetic scenes."""

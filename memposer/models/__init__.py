@@ -1,0 +1,1 @@
+"""MemPoser networks: backbone, attention, memory, decoder, heads."""

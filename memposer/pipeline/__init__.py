@@ -1,0 +1,1 @@
+"""Inference stages, one module each, from images to submission.csv."""
