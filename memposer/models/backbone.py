@@ -93,7 +93,8 @@ class DinoBackbone(nn.Module):
 
 
 def build_backbone(name: str = "vit_small_patch14_dinov2", weights: Optional[str] = None,
-                   trainable_blocks: int = 0, img_size: int = 518, **timm_kwargs) -> DinoBackbone:
+                   trainable_blocks: int = 0, img_size: int = 518, warn_if_random: bool = True,
+                   **timm_kwargs) -> DinoBackbone:
     """Build a DINOv2 ViT from timm (never downloads) and load local weights if given.
 
     Args:
@@ -101,6 +102,7 @@ def build_backbone(name: str = "vit_small_patch14_dinov2", weights: Optional[str
         weights: path to a weights file or folder (see module docstring); None -> random + warning.
         trainable_blocks: how many of the last blocks get gradients (0: frozen, -1: all).
         img_size: the size the positional embedding is stored at; other sizes are interpolated.
+        warn_if_random: set False when the caller restores every backbone weight itself (a checkpoint).
         timm_kwargs: overrides of the timm architecture (tests use a tiny depth / width).
     """
     try:
@@ -110,7 +112,7 @@ def build_backbone(name: str = "vit_small_patch14_dinov2", weights: Optional[str
         raise ValueError(f"unknown timm backbone {name!r}: {e}") from None
     if weights:
         load_backbone_weights(vit, weights)
-    else:
+    elif warn_if_random:
         log.warning("backbone %s runs with RANDOM weights: no DINOv2 weights path was given "
                     "(model.backbone.weights); features are meaningless unless the backbone is trained", name)
     return DinoBackbone(vit, name, trainable_blocks)
