@@ -1,0 +1,1 @@
+"""MemPoser training: LightningModule, metrics, callbacks, config loading and the train entry."""

@@ -1,0 +1,121 @@
+"""Training configs: YAML files with ``base:`` inheritance, model presets by name, CLI overrides.
+
+Overrides are ``section.key=value`` or ``--section.key value`` (values parsed as YAML), e.g.
+``trainer.max_steps=100 --data.root data/synth logger=none model=tiny``.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+default_train_conf: Dict[str, Any] = {
+    "seed": 0,
+    "model": "vits",             # a name under configs/model/, a YAML path, or an inline dict
+    "data": {},                  # memposer.data.scenes.default_conf
+    "loss": {},                  # memposer.models.losses.default_loss_conf
+    "optim": {},                 # memposer.training.module.default_optim_conf
+    "trainer": {},               # passed to pytorch_lightning.Trainer
+    "logger": "wandb",           # wandb | csv | none
+    "wandb": {"project": "memposer", "mode": "offline", "name": None},
+    "output_dir": "outputs/train",
+    "checkpoint": {"dirpath": None, "monitor": "val/rot_err_median", "mode": "min", "save_last": True},
+    "export": None,              # model-only checkpoint written after training (best val)
+    "resume": None,              # Lightning checkpoint to resume from
+    "attention": "auto",         # auto | sdpa | xformers
+    "debug": {"param_checksum": False},
+}
+
+
+def deep_merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if isinstance(out.get(k), dict) and isinstance(v, dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def read_yaml(path: Path) -> Dict[str, Any]:
+    """A YAML config, with its ``base:`` file (relative to it) merged underneath."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path) as f:
+        conf = yaml.safe_load(f) or {}
+    if not isinstance(conf, dict):
+        raise ValueError(f"{path} must hold a mapping")
+    base = conf.pop("base", None)
+    if base:
+        conf = deep_merge(read_yaml(path.parent / base), conf)
+    return conf
+
+
+def resolve_model(model: Any, config_dir: Path = CONFIG_DIR) -> Dict[str, Any]:
+    """Model preset name / YAML path / dict -> dict."""
+    if isinstance(model, dict):
+        return model
+    p = Path(str(model))
+    if p.suffix not in (".yaml", ".yml"):
+        p = config_dir / "model" / f"{model}.yaml"
+    if not p.is_file():
+        presets = sorted(q.stem for q in (config_dir / "model").glob("*.yaml"))
+        raise FileNotFoundError(f"model config {model!r} not found (presets: {presets})")
+    return read_yaml(p)
+
+
+def parse_overrides(args: Sequence[str]) -> List[Tuple[str, Any]]:
+    """``a.b=1``, ``--a.b 1`` and ``--a.b=1`` -> [("a.b", 1)]."""
+    out, i = [], 0
+    args = list(args)
+    while i < len(args):
+        a = args[i]
+        if a.startswith("--"):
+            a = a[2:]
+            if "=" not in a:
+                if i + 1 >= len(args):
+                    raise ValueError(f"override --{a} has no value")
+                a, i = f"{a}={args[i + 1]}", i + 1
+        if "=" not in a:
+            raise ValueError(f"cannot parse override {args[i]!r}: use key.sub=value or --key.sub value")
+        k, v = a.split("=", 1)
+        out.append((k, yaml.safe_load(v) if v != "" else None))
+        i += 1
+    return out
+
+
+def _set(conf: Dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    if parts[0] not in default_train_conf:
+        raise KeyError(f"unknown config section {parts[0]!r}; known: {sorted(default_train_conf)}")
+    d = conf
+    for p in parts[:-1]:
+        if not isinstance(d.get(p), dict):
+            d[p] = {}
+        d = d[p]
+    d[parts[-1]] = value
+
+
+def load_config(path: Path | str | None, overrides: Sequence[str] = ()) -> Dict[str, Any]:
+    """Defaults <- YAML file (with base) <- overrides; the model preset is resolved to a dict."""
+    conf = deep_merge(default_train_conf, read_yaml(Path(path)) if path else {})
+    config_dir = Path(path).resolve().parent if path else CONFIG_DIR
+    if not (config_dir / "model").is_dir():
+        config_dir = CONFIG_DIR
+    ov = parse_overrides(overrides)
+    for k, v in ov:  # a whole-model override (model=tiny) comes before model.x=... overrides
+        if k == "model":
+            conf["model"] = v
+    conf["model"] = resolve_model(conf["model"], config_dir)
+    for k, v in ov:
+        if k != "model":
+            _set(conf, k, v)
+    unknown = set(conf) - set(default_train_conf)
+    if unknown:
+        raise KeyError(f"unknown config section(s) {sorted(unknown)}; known: {sorted(default_train_conf)}")
+    return conf

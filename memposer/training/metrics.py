@@ -1,0 +1,101 @@
+"""Validation metrics of predicted poses: relative-pose errors over frame pairs and IMC2025 mAA."""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from memposer.geometry import rotation_error, vector_angle
+from memposer.models.losses import pairwise_relative
+
+log = logging.getLogger(__name__)
+
+ACC_THRESHOLDS_DEG = (5, 15, 30)
+
+
+def relative_errors_deg(R: torch.Tensor, t: torch.Tensor, R_gt: torch.Tensor, t_gt: torch.Tensor,
+                        mask: torch.Tensor) -> Dict[str, np.ndarray]:
+    """Errors (degrees) of the relative poses of every unordered pair i < j of real frames.
+
+    ``rot``: geodesic error of ``R_j R_i^T``; ``tdir``: angle between relative translations
+    (pairs whose true cameras coincide are left out of ``tdir``).
+    """
+    K = mask.shape[1]
+    upper = torch.triu(torch.ones(K, K, dtype=torch.bool, device=mask.device), 1)
+    pairs = mask[:, :, None] & mask[:, None, :] & upper
+    Rp, tp = pairwise_relative(R.double(), t.double())
+    Rg, tg = pairwise_relative(R_gt.double(), t_gt.double())
+    rot = rotation_error(Rp[pairs], Rg[pairs])
+    tgp = tg[pairs]
+    has_dir = tgp.norm(dim=-1) > 1e-9 * tg.norm(dim=-1).max().clamp_min(1e-12)
+    tdir = vector_angle(tp[pairs][has_dir], tgp[has_dir])
+    return {"rot": rot.cpu().numpy(), "tdir": tdir.cpu().numpy()}
+
+
+def summarize(rot: np.ndarray, tdir: np.ndarray, prefix: str) -> Dict[str, float]:
+    """Median / accuracy@{5,15,30} deg of rotation errors, median translation-direction error."""
+    out = {}
+    if len(rot):
+        out[f"{prefix}/rot_err_median"] = float(np.median(rot))
+        for th in ACC_THRESHOLDS_DEG:
+            out[f"{prefix}/rot_acc{th}"] = float((rot < th).mean())
+    if len(tdir):
+        out[f"{prefix}/tdir_err_median"] = float(np.median(tdir))
+        for th in ACC_THRESHOLDS_DEG:
+            out[f"{prefix}/tdir_acc{th}"] = float((tdir < th).mean())
+    return out
+
+
+def identity_predictor(R_gt: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """The trivial baseline: every camera at the origin with the identity rotation."""
+    B, K = R_gt.shape[:2]
+    return {"R": torch.eye(3, dtype=R_gt.dtype, device=R_gt.device).expand(B, K, 3, 3), "t": R_gt.new_zeros(B, K, 3)}
+
+
+def samples_maa(samples: List[dict], thresholds: Dict[str, Dict[str, List[float]]]) -> Optional[float]:
+    """Mean IMC2025 mAA over val samples, each scored as its own one-scene dataset.
+
+    samples: ``{"scene": "dataset/scene", "names": [...], "R", "t", "R_gt", "t_gt"}`` (numpy).
+    Needs :func:`memposer.metric.score_submission`; returns None when that is not available.
+    """
+    try:
+        from memposer.metric import score_submission  # noqa: PLC0415 (optional, lands separately)
+        from memposer.data.imc import PoseRecord  # noqa: PLC0415
+    except ImportError:
+        return None
+    scores = []
+    for i, s in enumerate(samples):
+        ds, sc = s["scene"].split("/", 1)
+        ths = thresholds.get(ds, {}).get(sc)
+        if ths is None or len(s["names"]) < 4:
+            continue
+        key = f"val{i}"
+        labels = [PoseRecord(key, sc, n, R, t) for n, R, t in zip(s["names"], s["R_gt"], s["t_gt"])]
+        sub = [PoseRecord(key, sc, n, R, t) for n, R, t in zip(s["names"], s["R"], s["t"])]
+        try:
+            res = score_submission(labels, sub, {key: {sc: ths}})
+        except Exception as e:  # the metric is another module's: report, do not kill training
+            log.warning("mAA computation failed: %s: %s", type(e).__name__, e)
+            return None
+        scores.append(_maa_of(res, key))
+    return float(np.mean(scores)) if scores else None
+
+
+def _maa_of(res, dataset: str) -> float:
+    """Pull the mAA out of score_submission's result (object, dict or float)."""
+    for attr in ("maa", "mAA"):
+        if hasattr(res, attr):
+            v = getattr(res, attr)
+            return float(v[dataset] if isinstance(v, dict) else v)
+    if isinstance(res, dict):
+        for k in ("maa", "mAA"):
+            if k in res:
+                v = res[k]
+                return float(v[dataset] if isinstance(v, dict) else v)
+        if dataset in res:
+            return _maa_of(res[dataset], dataset)
+    if isinstance(res, tuple):
+        return float(res[1] if len(res) > 1 else res[0])
+    return float(res)

@@ -1,0 +1,78 @@
+"""Train a MemPoser: ``main(conf)`` builds data, model, logger, callbacks and a Lightning Trainer."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+
+from memposer.data.scenes import SceneDataModule
+from memposer.models.attention import set_backend
+from memposer.models.checkpoint import load_checkpoint, save_checkpoint
+from memposer.models.mempose import MemPoser, merge_conf
+from memposer.training.callbacks import ParamChecksum, Throughput
+from memposer.training.module import MemPoserModule
+
+log = logging.getLogger(__name__)
+
+
+def make_logger(conf: Dict[str, Any]):
+    kind = str(conf["logger"]).lower()
+    out = Path(conf["output_dir"])
+    if kind in ("none", "false", "off"):
+        return False
+    if kind == "wandb":
+        try:
+            import wandb  # noqa: F401, PLC0415
+            from pytorch_lightning.loggers import WandbLogger  # noqa: PLC0415
+            out.mkdir(parents=True, exist_ok=True)
+            w = conf["wandb"]
+            return WandbLogger(project=w.get("project"), name=w.get("name"), save_dir=str(out),
+                               offline=w.get("mode", "offline") == "offline")
+        except ImportError:
+            log.warning("wandb is not installed: logging to CSV under %s instead", out)
+            kind = "csv"
+    if kind == "csv":
+        from pytorch_lightning.loggers import CSVLogger  # noqa: PLC0415
+        return CSVLogger(str(out), name="csv")
+    raise ValueError(f"logger must be wandb, csv or none, got {conf['logger']!r}")
+
+
+def main(conf: Dict[str, Any]) -> Dict[str, float]:
+    """Train (or resume) and export the model-only checkpoint; returns the final logged metrics."""
+    pl.seed_everything(conf["seed"], workers=True)
+    set_backend(conf["attention"])
+    model_conf = merge_conf(MemPoser.default_conf, conf["model"])
+    data_conf = dict(conf["data"], image_size=model_conf["image_size"])
+    dm = SceneDataModule(data_conf)
+    module = MemPoserModule(model_conf, conf["loss"], conf["optim"], thresholds=dm.thresholds)
+    out = Path(conf["output_dir"])
+    ck = conf["checkpoint"]
+    ckpt_cb = ModelCheckpoint(dirpath=ck.get("dirpath") or str(out / "checkpoints"), monitor=ck.get("monitor"),
+                              mode=ck.get("mode", "min"), save_last=ck.get("save_last", True),
+                              filename="step{step}", auto_insert_metric_name=False)
+    callbacks = [ckpt_cb, Throughput()]
+    logger = make_logger(conf)
+    if logger:
+        callbacks.append(LearningRateMonitor("step"))
+    if conf["debug"].get("param_checksum"):
+        callbacks.append(ParamChecksum())
+    try:
+        trainer = pl.Trainer(**conf["trainer"], logger=logger, callbacks=callbacks, default_root_dir=str(out))
+    except TypeError as e:
+        raise ValueError(f"bad trainer option in the config: {e}") from None
+    trainer.fit(module, dm, ckpt_path=conf["resume"])
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if trainer.is_global_zero:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        if conf["export"]:
+            best = ckpt_cb.best_model_path
+            model = load_checkpoint(best) if best and Path(best).is_file() else module.model
+            path = save_checkpoint(model, conf["export"], extra={"metrics": metrics, "source": best or "last"})
+            log.info("exported model checkpoint %s (%.1f MB) from %s", path, path.stat().st_size / 2 ** 20,
+                     best or "the last weights")
+    return metrics
