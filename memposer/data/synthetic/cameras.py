@@ -27,7 +27,7 @@ def _candidates(scene: Scene, path: str, n: int, rng: np.random.Generator) -> Li
     f = scene.focus
     inner = scene.free_half
     if path == "orbit":
-        r = rng.uniform(0.3, 0.45) * ext if inner is not None else rng.uniform(0.45, 0.8) * ext
+        r = rng.uniform(0.3, 0.45) * ext if inner is not None else rng.uniform(0.35, 0.6) * ext
         h = rng.uniform(1.5, max(2.0, 0.35 * ext))
         span = np.radians(rng.uniform(70, 200))
         a0 = rng.uniform(0, 2 * np.pi)
@@ -58,9 +58,10 @@ def _candidates(scene: Scene, path: str, n: int, rng: np.random.Generator) -> Li
         return out
     if path == "random":
         out = []
+        a0, span = rng.uniform(0, 2 * np.pi), np.radians(rng.uniform(90, 240))
         for _ in range(n):
-            a = rng.uniform(0, 2 * np.pi)
-            rr = rng.uniform(0.3, 0.75) * ext
+            a = a0 + rng.uniform(0, span)
+            rr = rng.uniform(0.3, 0.6) * ext
             c = f + [rr * np.cos(a), rr * np.sin(a), rng.uniform(1.0, max(1.5, 0.4 * ext)) - f[2]]
             if inner is not None:
                 c[:2] = np.clip(c[:2], -inner, inner)
@@ -68,6 +69,13 @@ def _candidates(scene: Scene, path: str, n: int, rng: np.random.Generator) -> Li
             out.append((c, tgt))
         return out
     raise ValueError(f"unknown camera path {path!r}; choose from {PATHS}")
+
+
+def _rolled(R: np.ndarray, t: np.ndarray, roll: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Turn the camera about its optical axis (hand-held photos are rarely level)."""
+    c, s = np.cos(roll), np.sin(roll)
+    Rz = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+    return Rz @ R, Rz @ t
 
 
 def _view_ok(scene: Scene, caster: RayCaster, c: np.ndarray, R: np.ndarray, conf: dict) -> bool:
@@ -95,7 +103,8 @@ def sample_cameras(scene: Scene, n: int, path: str, width: int, height: int, rng
         want = n - len(poses)
         # Over-sample the path, then keep valid views spread evenly along it.
         kind = path if attempt < conf["max_path_attempts"] - 1 else "random"
-        cands = [look_at(c, tgt) for c, tgt in _candidates(scene, kind, 2 * want, rng)]
+        cands = [_rolled(*look_at(c, tgt), np.radians(rng.normal(0, conf["roll_std_deg"])))
+                 for c, tgt in _candidates(scene, kind, 2 * want, rng)]
         valid = [p for p in cands if _view_ok(scene, caster, -p[0].T @ p[1], p[0], conf)]
         if len(valid) >= want:
             valid = [valid[i] for i in np.round(np.linspace(0, len(valid) - 1, want)).astype(int)]

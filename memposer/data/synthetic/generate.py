@@ -40,6 +40,7 @@ default_conf: Dict[str, Any] = {
     # cameras
     "focal_range": [0.7, 1.3],  # focal length in units of the long side, drawn per scene
     "focal_jitter": 0.04,  # relative per-image change of the focal length
+    "roll_std_deg": 3.0,  # camera roll about the optical axis
     "max_sky_fraction": 0.45,
     "min_view_depth": 1.5,
     "max_path_attempts": 4,

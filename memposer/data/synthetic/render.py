@@ -150,13 +150,14 @@ def _sample_textures(scene: Scene, q: np.ndarray, u: np.ndarray, v: np.ndarray, 
 def pixel_rays(K: np.ndarray, R: np.ndarray, width: int, height: int, ss: int = 1) -> Tuple[np.ndarray, np.ndarray]:
     """Unit world-space ray directions (H*ss*W*ss, 3) and their camera-frame z component."""
     off = (np.arange(ss) + 0.5) / ss
-    cols = (np.arange(width)[:, None] + off[None]).reshape(-1)
-    rows = (np.arange(height)[:, None] + off[None]).reshape(-1)
-    xx, yy = np.meshgrid(cols, rows)
-    pts = np.stack([xx.ravel(), yy.ravel(), np.ones(xx.size)], 1)
-    d_cam = pts @ np.linalg.inv(K).T
-    n = np.linalg.norm(d_cam, axis=1, keepdims=True)
-    d_cam = d_cam / n
+    cols = ((np.arange(width)[:, None] + off[None]).reshape(-1) - K[0, 2]) / K[0, 0]
+    rows = ((np.arange(height)[:, None] + off[None]).reshape(-1) - K[1, 2]) / K[1, 1]
+    d_cam = np.empty((len(rows), len(cols), 3))
+    d_cam[..., 0] = cols[None, :] - K[0, 1] / K[0, 0] * rows[:, None]  # skew (0 for our cameras)
+    d_cam[..., 1] = rows[:, None]
+    d_cam[..., 2] = 1.0
+    d_cam = d_cam.reshape(-1, 3)
+    d_cam /= np.linalg.norm(d_cam, axis=1, keepdims=True)
     return d_cam @ R, d_cam[:, 2]  # R^T d for row vectors
 
 

@@ -174,8 +174,8 @@ def build_scene(rng: np.random.Generator, style: str, family: str, conf: dict) -
         half = np.array([size / 2, size / 2])
         core = Box(np.zeros(2), np.array([*rng.uniform(1.5, 3.0, 2), rng.uniform(2.0, 4.0)]), float(rng.uniform(0, np.pi)))
         boxes = [core, Box(np.zeros(2), core.size * [0.6, 0.6, 0.7], core.yaw + 0.3, z0=float(core.size[2]))]
-        boxes += _random_boxes(rng, int(rng.integers(2, 5)), half * 0.8, fam, (0.4, 1.2), (0.3, 1.5),
-                               keep_clear=np.zeros(2), clear_r=2.5)
+        boxes += _random_boxes(rng, int(rng.integers(2, 5)), half * 0.5, fam, (0.4, 1.2), (0.3, 1.5),
+                               keep_clear=np.zeros(2), clear_r=2.0)
     for b in boxes:
         sides = [pick("box") for _ in range(int(rng.integers(1, 3)))]
         quads += box_faces(b, sides, pick("box"))

@@ -57,10 +57,8 @@ def fbm(h: int, w: int, rng: np.random.Generator, cell: float, octaves: int = 4)
 
 def _ramp(x: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Map a scalar field in [0, 1] through a colour ramp."""
-    k = len(cols) - 1
-    idx = np.clip((x * k).astype(int), 0, k - 1)
-    f = (x * k - idx)[..., None]
-    return cols[idx] * (1 - f) + cols[idx + 1] * f
+    xp = np.linspace(0, 1, len(cols))
+    return np.stack([np.interp(x, xp, cols[:, c]).astype(np.float32) for c in range(3)], -1)
 
 
 def _to_img(a: np.ndarray) -> Image.Image:
@@ -76,30 +74,39 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
 
+def _count(density: float, w: int, h: int, tpm: float, r_min: float) -> int:
+    """Shapes for ``density`` per square metre, capped where shapes would shrink below ~2 texels."""
+    n = density * w * h / tpm ** 2
+    return int(min(n, w * h / 64.0 if r_min * tpm < 2 else n)) + 1
+
+
 def _blobs(img: Image.Image, rng: np.random.Generator, cols: np.ndarray, tpm: float, density: float,
            r_range=(0.05, 0.6)) -> None:
-    """Ellipses, polygons and rings of random colours, sizes log-uniform in metres."""
+    """Ellipses, polygons, rings and plates of random colours, sizes log-uniform in metres."""
     w, h = img.size
     d = ImageDraw.Draw(img)
-    n = int(density * w * h / tpm ** 2) + 1
-    for _ in range(n):
-        r = np.exp(rng.uniform(np.log(r_range[0]), np.log(r_range[1]))) * tpm
-        x, y = rng.uniform(0, w), rng.uniform(0, h)
-        c = _col(cols[rng.integers(len(cols))] * rng.uniform(0.6, 1.2))
-        kind = rng.integers(4)
-        if kind == 0:
-            e = rng.uniform(0.4, 1.0)
-            d.ellipse([x - r, y - r * e, x + r, y + r * e], fill=c)
-        elif kind == 1:
-            k = int(rng.integers(3, 7))
-            ang = np.sort(rng.uniform(0, 2 * np.pi, k))
-            rad = r * rng.uniform(0.5, 1.0, k)
-            d.polygon([(x + a * np.cos(b), y + a * np.sin(b)) for a, b in zip(rad, ang)], fill=c)
-        elif kind == 2:
-            d.ellipse([x - r, y - r, x + r, y + r], outline=c, width=max(1, int(r * 0.25)))
+    n = _count(density, w, h, tpm, r_range[0])
+    # All parameters drawn at once (fast); shapes smaller than a texel are skipped.
+    r = np.exp(rng.uniform(np.log(r_range[0]), np.log(r_range[1]), n)) * tpm
+    xy = rng.uniform(0, 1, (n, 2)) * [w, h]
+    fill = (cols[rng.integers(len(cols), size=n)] * rng.uniform(0.6, 1.2, (n, 1))).tolist()
+    edge = (cols[rng.integers(len(cols), size=n)] * 0.5).tolist()
+    kind = rng.integers(4, size=n)
+    ecc = rng.uniform(0.4, 1.0, n)
+    poly = rng.uniform(0, 1, (n, 6, 2))
+    nv = rng.integers(3, 7, size=n)
+    for i in np.nonzero(r >= 1.0)[0]:
+        x, y, ri, c = xy[i, 0], xy[i, 1], r[i], _col(fill[i])
+        if kind[i] == 0:
+            d.ellipse([x - ri, y - ri * ecc[i], x + ri, y + ri * ecc[i]], fill=c)
+        elif kind[i] == 1:
+            ang = np.sort(poly[i, :nv[i], 0] * 2 * np.pi)
+            rad = ri * (0.5 + 0.5 * poly[i, :nv[i], 1])
+            d.polygon(list(zip((x + rad * np.cos(ang)).tolist(), (y + rad * np.sin(ang)).tolist())), fill=c)
+        elif kind[i] == 2:
+            d.ellipse([x - ri, y - ri, x + ri, y + ri], outline=c, width=max(1, int(ri * 0.25)))
         else:
-            d.rectangle([x - r, y - r * 0.6, x + r, y + r * 0.6], fill=c,
-                        outline=_col(cols[rng.integers(len(cols))] * 0.5), width=max(1, int(r * 0.1)))
+            d.rectangle([x - ri, y - ri * 0.6, x + ri, y + ri * 0.6], fill=c, outline=_col(edge[i]), width=max(1, int(ri * 0.1)))
 
 
 _GLYPHS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789#&@%"
@@ -109,7 +116,7 @@ def _text(img: Image.Image, rng: np.random.Generator, cols: np.ndarray, tpm: flo
     """Lines of random letters (signs, graffiti): high-contrast corners at small scales."""
     w, h = img.size
     d = ImageDraw.Draw(img)
-    n = int(density * w * h / tpm ** 2) + 1
+    n = _count(density, w, h, tpm, 0.06)
     for _ in range(n):
         size = max(6, int(np.exp(rng.uniform(np.log(0.06), np.log(0.35))) * tpm))
         font = _font(int(size))

@@ -1,0 +1,150 @@
+"""Everything pycolmap-specific lives here, so that a pycolmap upgrade touches one file.
+
+Written against pycolmap 4.x (rigs and frames exist; images without a rig get a trivial one from
+the mapper). Poses leave this module as plain numpy world-to-camera ``(R, t)``.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pycolmap
+
+log = logging.getLogger(__name__)
+
+Pose = Tuple[np.ndarray, np.ndarray]
+
+
+def set_seed(seed: int) -> None:
+    pycolmap.set_random_seed(int(seed))
+
+
+def make_camera(width: int, height: int, focal: Optional[float] = None, model: str = "SIMPLE_RADIAL") -> pycolmap.Camera:
+    """A camera with principal point at the centre; ``focal`` defaults to 1.2 * max side (COLMAP's prior)."""
+    focal = float(focal) if focal else 1.2 * max(width, height)
+    return pycolmap.Camera.create_from_model_name(0, model, focal, int(width), int(height))
+
+
+class Database:
+    """A COLMAP database filled from our own keypoints and matches (no COLMAP feature extraction)."""
+
+    def __init__(self, path: Path | str, overwrite: bool = True):
+        self.path = Path(path)
+        if overwrite and self.path.exists():
+            self.path.unlink()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = pycolmap.Database.open(str(self.path))
+        self.image_ids: Dict[str, int] = {}
+        self.cameras: Dict[str, pycolmap.Camera] = {}
+
+    def add_image(self, name: str, width: int, height: int, keypoints: np.ndarray,
+                  focal: Optional[float] = None, camera_model: str = "SIMPLE_RADIAL") -> int:
+        cam = make_camera(width, height, focal, camera_model)
+        cam.has_prior_focal_length = focal is not None
+        cam_id = self.db.write_camera(cam)
+        cam.camera_id = cam_id
+        image_id = self.db.write_image(pycolmap.Image(name=name, camera_id=cam_id))
+        self.db.write_keypoints(image_id, np.ascontiguousarray(keypoints, dtype=np.float32).reshape(-1, 2))
+        self.image_ids[name] = image_id
+        self.cameras[name] = cam
+        return image_id
+
+    def add_verified_pair(self, name0: str, name1: str, matches: np.ndarray, kpts0: np.ndarray, kpts1: np.ndarray,
+                          options: Optional[pycolmap.TwoViewGeometryOptions] = None) -> int:
+        """Store raw matches, estimate two-view geometry, store it; returns the number of inliers."""
+        id0, id1 = self.image_ids[name0], self.image_ids[name1]
+        m = np.ascontiguousarray(matches, dtype=np.uint32).reshape(-1, 2)
+        self.db.write_matches(id0, id1, m)
+        if len(m) < 8:
+            return 0
+        tvg = pycolmap.estimate_two_view_geometry(
+            self.cameras[name0], np.asarray(kpts0, np.float64), self.cameras[name1], np.asarray(kpts1, np.float64),
+            m, options or pycolmap.TwoViewGeometryOptions())
+        n_inl = 0 if tvg.config in (pycolmap.TwoViewGeometryConfiguration.UNDEFINED,
+                                    pycolmap.TwoViewGeometryConfiguration.DEGENERATE) else len(tvg.inlier_matches)
+        if n_inl > 0:
+            self.db.write_two_view_geometry(id0, id1, tvg)
+        return n_inl
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def two_view_options(conf: dict) -> pycolmap.TwoViewGeometryOptions:
+    opts = pycolmap.TwoViewGeometryOptions()
+    opts.min_num_inliers = int(conf.get("min_num_inliers", 15))
+    opts.ransac.max_error = float(conf.get("max_error", 4.0))
+    opts.ransac.random_seed = int(conf.get("seed", 0))
+    opts.ransac.max_num_trials = int(conf.get("max_num_trials", 10000))
+    return opts
+
+
+def _poses_of(rec: pycolmap.Reconstruction) -> Dict[str, Pose]:
+    out = {}
+    for im in rec.images.values():
+        if not im.has_pose:
+            continue
+        p = im.cam_from_world()
+        out[im.name] = (np.asarray(p.rotation.matrix(), np.float64), np.asarray(p.translation, np.float64).reshape(3))
+    return out
+
+
+def map_images(database_path: Path | str, image_dir: Path | str, output_dir: Path | str,
+               image_names: Sequence[str], conf: dict) -> List[Dict[str, Pose]]:
+    """Run COLMAP's incremental (or global) mapper on ``image_names``; one ``{name: (R, t)}`` per model."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    mapper = conf.get("mapper", "incremental")
+    if "seed" in conf:
+        set_seed(conf["seed"])
+    if mapper == "global":
+        if not hasattr(pycolmap, "global_mapping"):
+            raise RuntimeError("this pycolmap has no global mapper; use mapper: incremental")
+        opts = pycolmap.GlobalPipelineOptions()
+        opts.image_names = list(image_names)
+        opts.num_threads = int(conf.get("num_threads", -1))
+        opts.random_seed = int(conf.get("seed", 0))
+        opts.min_num_matches = int(conf.get("min_num_matches", 15))
+        opts.min_model_size = int(conf.get("min_model_size", 3))
+        recs = pycolmap.global_mapping(str(database_path), str(image_dir), str(output_dir), opts)
+    elif mapper == "incremental":
+        opts = pycolmap.IncrementalPipelineOptions()
+        opts.image_names = list(image_names)
+        opts.num_threads = int(conf.get("num_threads", -1))
+        opts.random_seed = int(conf.get("seed", 0))
+        opts.mapper.random_seed = int(conf.get("seed", 0))
+        opts.mapper.num_threads = int(conf.get("num_threads", -1))
+        opts.min_num_matches = int(conf.get("min_num_matches", 15))
+        opts.min_model_size = int(conf.get("min_model_size", 3))
+        opts.max_num_models = int(conf.get("max_num_models", 50))
+        opts.extract_colors = False  # images may be EXIF-rotated relative to what COLMAP would read
+        opts.ba_refine_principal_point = False
+        if conf.get("max_runtime_seconds"):
+            opts.max_runtime_seconds = float(conf["max_runtime_seconds"])
+        recs = pycolmap.incremental_mapping(str(database_path), str(image_dir), str(output_dir), opts)
+    else:
+        raise ValueError(f"unknown mapper {mapper!r} (incremental|global)")
+    models = [_poses_of(r) for _, r in sorted(recs.items())]
+    return [m for m in models if m]
+
+
+def read_model_poses(path: Path | str) -> Dict[str, Pose]:
+    """World-to-camera poses of a COLMAP model folder (``cameras.bin``, ``images.bin``...)."""
+    return _poses_of(pycolmap.Reconstruction(str(path)))
+
+
+def quiet(level: int = 2) -> None:
+    """Silence glog INFO output (COLMAP is chatty); 2 = errors only."""
+    try:
+        pycolmap.logging.minloglevel = level
+    except Exception:  # older/newer bindings may not expose it
+        pass
+
+
+def version() -> str:
+    return str(pycolmap.__version__)
+
+
+__all__: Iterable[str] = ["Database", "map_images", "read_model_poses", "two_view_options", "make_camera", "set_seed", "quiet"]

