@@ -81,7 +81,7 @@ def two_view_options(conf: dict) -> pycolmap.TwoViewGeometryOptions:
     return opts
 
 
-def _poses_of(rec: pycolmap.Reconstruction) -> Dict[str, Pose]:
+def poses_of(rec: pycolmap.Reconstruction) -> Dict[str, Pose]:
     out = {}
     for im in rec.images.values():
         if not im.has_pose:
@@ -94,6 +94,13 @@ def _poses_of(rec: pycolmap.Reconstruction) -> Dict[str, Pose]:
 def map_images(database_path: Path | str, image_dir: Path | str, output_dir: Path | str,
                image_names: Sequence[str], conf: dict) -> List[Dict[str, Pose]]:
     """Run COLMAP's incremental (or global) mapper on ``image_names``; one ``{name: (R, t)}`` per model."""
+    models = [poses_of(r) for r in run_mapper(database_path, image_dir, output_dir, image_names, conf)]
+    return [m for m in models if m]
+
+
+def run_mapper(database_path: Path | str, image_dir: Path | str, output_dir: Path | str,
+               image_names: Sequence[str], conf: dict) -> List[pycolmap.Reconstruction]:
+    """COLMAP's incremental (or global) mapper on ``image_names``; the models, largest first."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     mapper = conf.get("mapper", "incremental")
@@ -126,13 +133,12 @@ def map_images(database_path: Path | str, image_dir: Path | str, output_dir: Pat
         recs = pycolmap.incremental_mapping(str(database_path), str(image_dir), str(output_dir), opts)
     else:
         raise ValueError(f"unknown mapper {mapper!r} (incremental|global)")
-    models = [_poses_of(r) for _, r in sorted(recs.items())]
-    return [m for m in models if m]
+    return sorted((r for r in recs.values() if r.num_reg_images() > 0), key=lambda r: -r.num_reg_images())
 
 
 def read_model_poses(path: Path | str) -> Dict[str, Pose]:
     """World-to-camera poses of a COLMAP model folder (``cameras.bin``, ``images.bin``...)."""
-    return _poses_of(pycolmap.Reconstruction(str(path)))
+    return poses_of(pycolmap.Reconstruction(str(path)))
 
 
 def quiet(level: int = 2) -> None:
@@ -147,4 +153,4 @@ def version() -> str:
     return str(pycolmap.__version__)
 
 
-__all__: Iterable[str] = ["Database", "map_images", "read_model_poses", "two_view_options", "make_camera", "set_seed", "quiet"]
+__all__: Iterable[str] = ["Database", "map_images", "run_mapper", "poses_of", "read_model_poses", "two_view_options", "make_camera", "set_seed", "quiet"]

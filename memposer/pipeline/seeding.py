@@ -16,6 +16,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pycolmap
 
+from memposer.colmap import poses_of
+
 log = logging.getLogger(__name__)
 
 default_conf = {
@@ -159,12 +161,7 @@ def _register_missing(mapper: pycolmap.IncrementalMapper, mopts, conf: dict) -> 
 
 def reconstruction_poses(rec: pycolmap.Reconstruction) -> Dict[str, tuple]:
     """``{image name: (R, t)}`` world-to-camera for every registered image."""
-    out = {}
-    for image_id in rec.reg_image_ids():
-        image = rec.image(image_id)
-        pose = image.cam_from_world()
-        out[image.name] = (pose.rotation.matrix(), np.asarray(pose.translation))
-    return out
+    return poses_of(rec)
 
 
 def reconstruction_quality(rec: Optional[pycolmap.Reconstruction]) -> Dict[str, float]:

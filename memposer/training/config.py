@@ -11,7 +11,9 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+from memposer.config import config_dir
+
+CONFIG_DIR = config_dir()
 
 default_train_conf: Dict[str, Any] = {
     "seed": 0,
@@ -25,9 +27,10 @@ default_train_conf: Dict[str, Any] = {
     "output_dir": "outputs/train",
     "checkpoint": {"dirpath": None, "monitor": "val/rot_err_median", "mode": "min", "save_last": True},
     "export": None,              # model-only checkpoint written after training (best val)
+    "export_dtype": None,        # e.g. float16: halves the exported file
     "resume": None,              # Lightning checkpoint to resume from
     "attention": "auto",         # auto | sdpa | xformers
-    "debug": {"param_checksum": False},
+    "debug": {"param_checksum": False, "throughput_warmup": 20},
 }
 
 

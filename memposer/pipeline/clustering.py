@@ -1,0 +1,61 @@
+"""Stage 7: split a dataset into scene clusters from the verified match graph.
+
+Edges are verified pairs with at least ``min_inliers`` inliers; an edge much weaker than the best
+edges of both its images (``relative``) is dropped, since the stray links between look-alike scenes
+are weak next to the links within a scene. Methods:
+
+- ``components``: connected components of the pruned graph;
+- ``louvain``: Louvain communities (networkx, inlier-weighted, seeded) inside each component, which
+  can also cut a component held together by a few strong false links.
+
+Clusters smaller than ``min_size`` go to the outliers. Reconstruction later splits a cluster again
+when COLMAP finds several models in it.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import networkx as nx
+
+default_conf = {
+    "method": "components",  # components | louvain
+    "min_inliers": 30,
+    "relative": 0.1,  # drop an edge below relative * (best edge) of both its images
+    "resolution": 0.5,  # louvain: lower merges more
+    "min_size": 3,
+    "seed": 0,
+}
+
+
+def match_graph(names: Sequence[str], verified: Dict[Tuple[str, str], int], conf: dict) -> nx.Graph:
+    best: Dict[str, int] = {}
+    for (a, b), n in verified.items():
+        best[a], best[b] = max(best.get(a, 0), n), max(best.get(b, 0), n)
+    g = nx.Graph()
+    g.add_nodes_from(names)
+    for (a, b), n in verified.items():
+        if n >= conf["min_inliers"] and n >= conf["relative"] * min(best[a], best[b]):
+            g.add_edge(a, b, weight=float(n))
+    return g
+
+
+def cluster_images(names: Sequence[str], verified: Dict[Tuple[str, str], int],
+                   conf: Optional[dict] = None) -> Tuple[List[List[str]], List[str]]:
+    """``(clusters, outliers)``: clusters as sorted name lists, largest first; the rest outliers."""
+    conf = {**default_conf, **(conf or {})}
+    g = match_graph(names, verified, conf)
+    groups: List[set] = []
+    for comp in nx.connected_components(g):
+        if conf["method"] == "components" or len(comp) < 2 * conf["min_size"]:
+            groups.append(comp)
+        elif conf["method"] == "louvain":
+            groups += nx.community.louvain_communities(g.subgraph(comp), weight="weight",
+                                                       resolution=conf["resolution"], seed=conf["seed"])
+        else:
+            raise ValueError(f"unknown clustering method {conf['method']!r} (components|louvain)")
+    clusters = sorted((sorted(c) for c in groups if len(c) >= conf["min_size"]), key=lambda c: (-len(c), c[0]))
+    kept = {n for c in clusters for n in c}
+    return clusters, [n for n in names if n not in kept]
+
+
+main = cluster_images

@@ -1,0 +1,111 @@
+"""Stage 5: LightGlue on the shortlisted pairs, streamed to an HDF5 cache.
+
+Cache layout: dataset ``/<name0>/<name1>`` = (M, 2) int32 keypoint indices, written once per pair;
+a resumed run skips pairs already present. On a GPU, pairs whose keypoint counts agree are matched
+in batches.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import h5py
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from memposer.pipeline.features import FeatureCache, lightglue_module, open_cache, pick_device
+
+log = logging.getLogger(__name__)
+
+default_conf = {
+    "features": "aliked",  # which LightGlue weights: aliked | disk | sift
+    "depth_confidence": 0.95,
+    "width_confidence": 0.99,
+    "filter_threshold": 0.1,
+    "batch_size": "auto",  # pairs per forward pass: auto = 16 on GPU, 1 on CPU
+    "mixed_precision": True,  # fp16 autocast on GPU
+    "device": "auto",
+}
+
+
+def build_matcher(conf: dict, device: torch.device) -> torch.nn.Module:
+    lg = lightglue_module()
+    m = lg.LightGlue(features=conf["features"], depth_confidence=conf["depth_confidence"],
+                     width_confidence=conf["width_confidence"], filter_threshold=conf["filter_threshold"],
+                     mp=bool(conf["mixed_precision"] and device.type == "cuda"))
+    return m.eval().to(device)
+
+
+def pair_key(name0: str, name1: str) -> str:
+    return f"{name0}/{name1}"
+
+
+def _batches(pairs: Sequence[Tuple[str, str]], cache: FeatureCache, size: int) -> Iterator[List[Tuple[str, str]]]:
+    """Consecutive runs of pairs whose keypoint counts agree (LightGlue batches need equal shapes)."""
+    batch, shape = [], None
+    for a, b in pairs:
+        s = (len(cache[a]["keypoints"]), len(cache[b]["keypoints"]))
+        if batch and (s != shape or len(batch) == size):
+            yield batch
+            batch = []
+        batch, shape = batch + [(a, b)], s
+    if batch:
+        yield batch
+
+
+def _stack(feats: List[dict], device: torch.device) -> dict:
+    out = {
+        "keypoints": torch.from_numpy(np.stack([f["keypoints"] for f in feats])).float(),
+        "descriptors": torch.from_numpy(np.stack([f["descriptors"] for f in feats]).astype(np.float32)),
+        "image_size": torch.from_numpy(np.stack([f["size"] for f in feats])).float(),
+    }
+    for k in ("scales", "oris"):
+        if k in feats[0]:
+            out[k] = torch.from_numpy(np.stack([f[k] for f in feats])).float()
+    return {k: v.to(device) for k, v in out.items()}
+
+
+def match_pairs(pairs: Sequence[Tuple[str, str]], feature_path: Path | str, match_path: Path | str,
+                conf: Optional[dict] = None, progress: bool = True) -> int:
+    """Match ``pairs`` of image names into ``match_path``; returns how many were computed (not cached)."""
+    conf = {**default_conf, **(conf or {})}
+    device = pick_device(conf["device"])
+    size = (16 if device.type == "cuda" else 1) if conf["batch_size"] == "auto" else int(conf["batch_size"])
+    with open_cache(Path(match_path)) as out:
+        todo = [(a, b) for a, b in pairs if pair_key(a, b) not in out]
+        if not todo:
+            return 0
+        log.info("matching: %d pairs cached, %d to match", len(pairs) - len(todo), len(todo))
+        model = build_matcher(conf, device)
+        bar = tqdm(total=len(todo), desc="matching", disable=not progress, leave=False)
+        with FeatureCache(feature_path) as cache:
+            for batch in _batches(todo, cache, size):
+                data = {"image0": _stack([cache[a] for a, _ in batch], device),
+                        "image1": _stack([cache[b] for _, b in batch], device)}
+                with torch.inference_mode():
+                    pred = model(data)
+                for (a, b), m in zip(batch, pred["matches"]):
+                    out.create_dataset(pair_key(a, b), data=m.cpu().numpy().astype(np.int32))
+                out.flush()
+                bar.update(len(batch))
+        bar.close()
+    return len(todo)
+
+
+def read_matches(f: h5py.File, name0: str, name1: str) -> np.ndarray:
+    """(M, 2) matches of a pair, whichever order it was stored in; empty if never matched."""
+    if pair_key(name0, name1) in f:
+        return f[pair_key(name0, name1)][()]
+    if pair_key(name1, name0) in f:
+        return f[pair_key(name1, name0)][()][:, ::-1]
+    return np.zeros((0, 2), np.int32)
+
+
+def stored_pairs(f: h5py.File) -> Dict[Tuple[str, str], int]:
+    """All matched pairs in a cache with their raw match counts."""
+    return {(a, b): int(f[a][b].shape[0]) for a in f.keys() for b in f[a].keys()}
+
+
+main = match_pairs

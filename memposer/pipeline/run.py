@@ -1,0 +1,178 @@
+"""The whole submission pipeline over a competition folder, one dataset at a time.
+
+images -> features -> global descriptors -> pair shortlist -> LightGlue -> verification ->
+clustering -> poses per cluster (colmap | memposer | seeded) -> submission.csv
+
+Caches live under ``work/<dataset>/`` (HDF5 features and matches), so a killed run resumes. A
+dataset that fails is logged and written as ``nan`` outliers; the submission always holds every image.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from memposer import colmap
+from memposer.data.imc import (OUTLIER_SCENE, PoseRecord, complete_submission, nan_records, scan_dataset_folder,
+                               write_submission)
+from memposer.pipeline import (clustering, features, matching, pairs, reconstruction, retrieval,
+                               verification)
+from memposer.pipeline.reconstruction import Predictor
+from memposer.training.config import deep_merge
+
+log = logging.getLogger(__name__)
+
+default_conf: Dict[str, Any] = {
+    "seed": 0,
+    "device": "auto",
+    "features": features.default_conf,
+    "retrieval": retrieval.default_conf,
+    "pairs": pairs.default_conf,
+    "matching": matching.default_conf,
+    "verification": verification.default_conf,
+    "clustering": clustering.default_conf,
+    "reconstruction": reconstruction.default_conf,
+}
+STAGES = ("features", "retrieval", "pairs", "matching", "verification", "clustering", "reconstruction")
+
+
+@dataclass
+class RunResult:
+    records: List[PoseRecord]
+    timings: Dict[str, float]  # seconds per stage, summed over datasets
+    views: Dict[str, dict] = field(default_factory=dict)  # per dataset: pairs, clusters (for reports)
+    paths: Dict[str, Dict[str, str]] = field(default_factory=dict)  # dataset -> cluster -> pose path
+    failed: List[str] = field(default_factory=list)
+
+
+def _cache_tag(conf: dict) -> str:
+    f = conf["features"]
+    return f"{f['extractor']}-{f.get('model_name', '')}-{f['max_num_keypoints']}-{f['resize_max']}"
+
+
+class _Clock:
+    def __init__(self, timings: Dict[str, float]):
+        self.timings, self.t = timings, time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] += now - self.t
+        self.t = now
+
+
+def run_dataset(dataset: str, image_dir: Path, names: List[str], work: Path, conf: dict,
+                predictor: Optional[Predictor], timings: Dict[str, float], progress: bool = True):
+    """Records for one dataset plus its views and per-cluster pose paths."""
+    clock = _Clock(timings)
+    tag = _cache_tag(conf)
+    feat_path, match_path = work / f"features-{tag}.h5", work / f"matches-{tag}.h5"
+    status = features.extract_features(image_dir, names, feat_path, conf["features"], progress)
+    ok = [n for n in names if status.get(n)]
+    clock.lap("features")
+    desc = retrieval.global_descriptors(image_dir, ok, feat_path, conf["retrieval"], progress)
+    clock.lap("retrieval")
+    shortlist = [(ok[i], ok[j]) for i, j in pairs.shortlist_pairs(desc, conf["pairs"])]
+    clock.lap("pairs")
+    matching.match_pairs(shortlist, feat_path, match_path, conf["matching"], progress)
+    clock.lap("matching")
+    db_path = work / "database.db"
+    verified = verification.verify_pairs(ok, shortlist, feat_path, match_path, db_path, conf["verification"], progress)
+    clock.lap("verification")
+    clusters, _ = clustering.cluster_images(ok, verified, conf["clustering"])
+    clock.lap("clustering")
+    models, paths = [], {}
+    for ci, cluster in enumerate(tqdm(clusters, desc=f"{dataset}: reconstruction", disable=not progress, leave=False)):
+        res = reconstruction.reconstruct_cluster(cluster, db_path, image_dir, work / "models" / f"c{ci}",
+                                                 conf["reconstruction"], predictor)
+        log.info("%s: cluster %d (%d images) -> %s, %s", dataset, ci, len(cluster), res.path,
+                 [len(m) for m in res.models])
+        for m in res.models:
+            paths[f"cluster{len(models)}"] = res.path
+            models.append(m)
+    clock.lap("reconstruction")
+    records = [PoseRecord(dataset, f"cluster{k}", n, *m[n]) for k, m in enumerate(models) for n in sorted(m)]
+    placed = {r.image for r in records}
+    records += nan_records(dataset, [n for n in names if n not in placed])
+    views = {"image_dir": str(image_dir), "shortlisted": [list(p) for p in shortlist],
+             "verified": [list(v) for v in verification.verified_graph(verified)],
+             "clusters": {f"cluster{k}": sorted(m) for k, m in enumerate(models)},
+             "outliers": sorted(n for n in names if n not in placed),
+             "unreadable": [n for n in names if not status.get(n)]}
+    return records, views, paths
+
+
+def run_pipeline(data_dir: Path | str, out_csv: Path | str, conf: Optional[dict] = None,
+                 work_dir: Optional[Path | str] = None, predictor: Optional[Predictor] = None,
+                 datasets: Optional[Sequence[str]] = None, progress: bool = True) -> RunResult:
+    """Run every dataset of ``data_dir`` (a ``test/`` or ``train/`` folder) and write ``out_csv``."""
+    conf = deep_merge(default_conf, conf or {})
+    data_dir, out_csv = Path(data_dir), Path(out_csv)
+    work_dir = Path(work_dir) if work_dir else out_csv.parent / "memposer_work"
+    seed_everything(conf["seed"])
+    expected = scan_dataset_folder(data_dir)
+    if datasets:
+        unknown = set(datasets) - set(expected)
+        if unknown:
+            raise FileNotFoundError(f"dataset(s) {sorted(unknown)} not in {data_dir} (have {sorted(expected)})")
+        expected = {d: expected[d] for d in datasets}
+    if not expected:
+        log.warning("no dataset folders in %s: writing an empty submission", data_dir)
+    timings: Dict[str, float] = defaultdict(float)
+    result = RunResult([], timings)
+    done: Dict[str, List[str]] = {}
+    for ds, names in tqdm(expected.items(), desc="datasets", disable=not progress):
+        if not names:
+            continue
+        try:
+            recs, views, paths = run_dataset(ds, data_dir / ds, names, work_dir / ds, conf, predictor, timings, progress)
+            result.views[ds], result.paths[ds] = views, paths
+        except Exception as e:  # one bad dataset must not cost the others their rows
+            log.error("dataset %s failed (%s: %s); its images are written as nan outliers", ds, type(e).__name__, e)
+            log.debug("%s", traceback.format_exc())
+            recs = nan_records(ds, names)
+            result.failed.append(ds)
+        result.records += recs
+        done[ds] = names
+        # Written after every dataset so that a crash later still leaves the finished ones.
+        write_submission(complete_submission(result.records, done), out_csv)
+    result.records = complete_submission(result.records, expected)
+    write_submission(result.records, out_csv)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "views.json").write_text(json.dumps(result.views, indent=1))
+    return result
+
+
+def seed_everything(seed: int) -> None:
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    colmap.set_seed(seed)
+
+
+def format_timings(timings: Dict[str, float], n_images: int) -> str:
+    total = sum(timings.values())
+    lines = [f"{'stage':<16}{'seconds':>10}{'share':>8}"]
+    lines += [f"{s:<16}{timings.get(s, 0.0):10.1f}{100 * timings.get(s, 0.0) / max(total, 1e-9):7.1f}%" for s in STAGES]
+    lines.append(f"{'total':<16}{total:10.1f}   ({n_images / max(total, 1e-9):.2f} images/s)")
+    return "\n".join(lines)
+
+
+def summary_counts(records: List[PoseRecord]) -> Dict[str, int]:
+    registered = sum(1 for r in records if r.scene != OUTLIER_SCENE and r.R is not None)
+    return {"images": len(records), "registered": registered}
+
+
+if __name__ == "__main__":
+    import sys
+
+    from memposer.pipeline.cli import main
+
+    sys.exit(main())
