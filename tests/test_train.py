@@ -28,8 +28,11 @@ def common(root, out):
             "trainer.enable_model_summary=false", f"output_dir={out}", "data.val_fraction=0.25"]
 
 
-def train(*args, timeout=300):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+def train(*args, timeout=300, wandb_mode="disabled"):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env.pop("WANDB_MODE", None)
+    if wandb_mode:
+        env["WANDB_MODE"] = wandb_mode
     return subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -82,15 +85,33 @@ def test_user_errors_are_one_clear_line(root, tmp_path, override, message):
     assert message in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.slow
+def test_wandb_logs_offline_by_default_and_can_be_switched_off(root, tmp_path):
+    pytest.importorskip("wandb")
+    base = [a for a in common(root, tmp_path / "w") if not a.startswith("logger=")]
+    quick = ["trainer.max_steps=1", "data.samples_per_epoch=2", "trainer.limit_val_batches=1",
+             "trainer.num_sanity_val_steps=0", "wandb.name=unit"]
+    r = train(*base, *quick, wandb_mode=None, timeout=240)  # the configs' default logger: wandb, offline
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = list((tmp_path / "w" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    off = [a for a in common(root, tmp_path / "n") if not a.startswith("logger=")]
+    r = train(*off, *quick, "logger=none", wandb_mode=None, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (tmp_path / "n" / "wandb").exists() and not (tmp_path / "n" / "csv").exists()
+    assert (tmp_path / "n" / "metrics.json").is_file()
+
+
 def test_ddp_two_processes_gloo(root, tmp_path):
     """Lightning DDP on CPU (gloo): two ranks train, gradients are averaged, replicas stay identical."""
     r = train(*common(root, tmp_path), "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=2",
               "data.samples_per_epoch=8", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0",
-              "debug.param_checksum=true", f"export={tmp_path / 'ddp.ckpt'}")
+              "debug.param_checksum=true", "debug.throughput_warmup=0", f"export={tmp_path / 'ddp.ckpt'}")
     assert r.returncode == 0, r.stderr[-3000:]
     lines = re.findall(r"PARAM_CHECKSUM rank=(\d) world_size=(\d) steps=(\d+) value=(\S+)", r.stdout + r.stderr)
     assert sorted(x[0] for x in lines) == ["0", "1"], r.stdout[-2000:]
     assert {x[1] for x in lines} == {"2"} and {x[2] for x in lines} == {"2"}
     assert lines[0][3] == lines[1][3]  # same parameters on both ranks after 2 steps
     assert (tmp_path / "ddp.ckpt").is_file()
+    thr = json.loads((tmp_path / "throughput.json").read_text())
+    # 2 steps x 2 ranks x 2 scenes of 2-4 frames: the frame counts of both ranks are summed
+    assert thr["world_size"] == 2 and thr["timed_steps"] == 2 and 16 <= thr["frames"] <= 32

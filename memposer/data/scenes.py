@@ -1,15 +1,18 @@
 """Scene sampling for MemPoser training over any IMC2025-layout folder.
 
 ``<root>/train_labels.csv`` (+ optional ``train_thresholds.csv``) and images under
-``<root>/train/<dataset>/<image>``. A sample is one scene with K frames (K varies between
+``<root>/train/<dataset>/<image>``; ``root`` may list several such folders (e.g. synthetic sets
+generated in parallel), whose dataset names then get the folder's name as a prefix. A sample is one scene with K frames (K varies between
 ``frames[0]`` and ``frames[1]``); outlier images and images without a pose are left out. The
 train/val split is by scene. Training samples get photometric augmentation only (geometric
-augmentation would change the cameras).
+augmentation would change the cameras), in the loader workers (``augment_on: loader``) or, batched,
+on the training device after the transfer (``augment_on: device``: uint8 batches, no CPU bottleneck).
 """
 from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -17,16 +20,16 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from memposer.data.imc import OUTLIER_SCENE, read_labels, read_thresholds
+from memposer.models.mempose import load_rgb
 
 log = logging.getLogger(__name__)
 
 default_conf: Dict[str, Any] = {
-    "root": None,                 # IMC2025-layout folder
+    "root": None,                 # IMC2025-layout folder, or a list of them
     "labels": None,               # default <root>/train_labels.csv
     "thresholds": None,           # default <root>/train_thresholds.csv (optional, for mAA)
     "image_dir": None,            # default <root>/train
@@ -42,6 +45,8 @@ default_conf: Dict[str, Any] = {
     "val_frames": None,           # frames per val sample (default frames[1])
     "sequence_scenes": [],        # "dataset/scene" whose images, sorted by name, form a sequence
     "preload": False,             # decode + resize every image once, up front
+    "preload_threads": 8,
+    "augment_on": "loader",       # loader (per image, in workers) | device (batched, after the transfer)
     "augment": {"brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.03, "gamma": 0.25, "noise": 0.02},
 }
 
@@ -64,8 +69,12 @@ class Scene:
         return len(self.paths)
 
 
-def index_scenes(labels: Path | str, image_dir: Path | str, sequence_scenes: Sequence[str] = ()) -> List[Scene]:
-    """Group labelled images into scenes; outliers, pose-less rows and missing files are skipped."""
+def index_scenes(labels: Path | str, image_dir: Path | str, sequence_scenes: Sequence[str] = (),
+                 prefix: str = "") -> List[Scene]:
+    """Group labelled images into scenes; outliers, pose-less rows and missing files are skipped.
+
+    ``prefix`` is put in front of every dataset name (keeps several roots apart).
+    """
     image_dir = Path(image_dir)
     groups: Dict[tuple, list] = {}
     missing = 0
@@ -76,7 +85,7 @@ def index_scenes(labels: Path | str, image_dir: Path | str, sequence_scenes: Seq
         if not path.is_file():
             missing += 1
             continue
-        groups.setdefault((r.dataset, r.scene), []).append((r.image, path, r.R, r.t))
+        groups.setdefault((prefix + r.dataset, r.scene), []).append((r.image, path, r.R, r.t))
     if missing:
         log.warning("%d labelled images are missing under %s and were skipped", missing, image_dir)
     scenes = []
@@ -108,10 +117,8 @@ def split_scenes(scenes: List[Scene], val_fraction: float, val_scenes: Optional[
 
 
 def load_image(path: Path, size: Sequence[int]) -> torch.Tensor:
-    """RGB image resized to (H, W), uint8 (3, H, W)."""
-    with Image.open(path) as im:
-        im = im.convert("RGB").resize((int(size[1]), int(size[0])), Image.BILINEAR)
-        return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
+    """RGB image resized to (H, W), uint8 (3, H, W): the resize MemPoser's inference uses too."""
+    return load_rgb(path, size)
 
 
 def photometric(img: torch.Tensor, rng: np.random.Generator, conf: Dict[str, float]) -> torch.Tensor:
@@ -129,6 +136,29 @@ def photometric(img: torch.Tensor, rng: np.random.Generator, conf: Dict[str, flo
     if conf.get("noise", 0):
         g = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
         img = img + torch.randn(img.shape, generator=g) * rng.uniform(0, conf["noise"])
+    return img.clamp(0, 1)
+
+
+def photometric_batch(images: torch.Tensor, conf: Dict[str, float],
+                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """:func:`photometric` for a whole batch (..., 3, H, W) in [0,1], one draw per image, on its device."""
+    lead = images.shape[:-3]
+    dev = images.device
+
+    def u(r, channels=1):
+        x = torch.rand(*lead, channels, 1, 1, generator=generator, device=dev)
+        return 1.0 + (2 * x - 1) * r
+    img = images * u(conf.get("brightness", 0))
+    mean = img.mean((-3, -2, -1), keepdim=True)
+    img = (img - mean) * u(conf.get("contrast", 0)) + mean
+    gray = img.mean(-3, keepdim=True)
+    img = (img - gray) * u(conf.get("saturation", 0)) + gray
+    if conf.get("hue", 0):
+        img = img * u(conf["hue"], 3)
+    img = img.clamp(0, 1) ** u(conf.get("gamma", 0))
+    if conf.get("noise", 0):
+        sigma = torch.rand(*lead, 1, 1, 1, generator=generator, device=dev) * conf["noise"]
+        img = img + torch.randn(images.shape, generator=generator, device=dev) * sigma
     return img.clamp(0, 1)
 
 
@@ -173,9 +203,11 @@ class SceneSamples(Dataset):
         else:
             si, idx = self.fixed[i]
             s = self.scenes[si]
-        imgs = torch.stack([self._image(s.paths[j]).float() / 255 for j in idx])
-        if self.train:
-            imgs = torch.stack([photometric(im, rng, self.conf["augment"]) for im in imgs])
+        imgs = torch.stack([self._image(s.paths[j]) for j in idx])
+        if self.conf["augment_on"] != "device":  # else uint8 goes to the device, see on_after_batch_transfer
+            imgs = imgs.float() / 255
+            if self.train:
+                imgs = torch.stack([photometric(im, rng, self.conf["augment"]) for im in imgs])
         return {"images": imgs, "R": torch.from_numpy(s.R[idx]), "t": torch.from_numpy(s.t[idx]),
                 "scene": s.name, "names": [s.images[j] for j in idx], "is_sequence": s.sequence}
 
@@ -184,7 +216,7 @@ def collate_scenes(items: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Pad scenes to the largest K; ``mask`` (B, K) marks real frames."""
     B, K = len(items), max(len(it["images"]) for it in items)
     H, W = items[0]["images"].shape[-2:]
-    out = {"images": torch.zeros(B, K, 3, H, W), "R": torch.eye(3).repeat(B, K, 1, 1), "t": torch.zeros(B, K, 3),
+    out = {"images": torch.zeros(B, K, 3, H, W, dtype=items[0]["images"].dtype), "R": torch.eye(3).repeat(B, K, 1, 1), "t": torch.zeros(B, K, 3),
            "mask": torch.zeros(B, K, dtype=torch.bool), "scene": [it["scene"] for it in items],
            "names": [it["names"] for it in items],
            "is_sequence": torch.tensor([bool(it["is_sequence"]) for it in items])}
@@ -202,34 +234,62 @@ class SceneDataModule(pl.LightningDataModule):
         super().__init__()
         conf = {**default_conf, **(conf or {}), **overrides}
         conf["augment"] = {**default_conf["augment"], **(conf.get("augment") or {})}
+        if conf["augment_on"] not in ("loader", "device"):
+            raise ValueError(f"data.augment_on must be loader or device, got {conf['augment_on']!r}")
         if not conf["root"]:
             raise ValueError("data.root is not set: give the IMC2025-layout folder holding train_labels.csv")
-        root = Path(conf["root"])
-        self.labels_path = Path(conf["labels"] or root / "train_labels.csv")
-        self.image_dir = Path(conf["image_dir"] or root / "train")
-        thr = Path(conf["thresholds"] or root / "train_thresholds.csv")
-        if not self.labels_path.is_file():
-            raise FileNotFoundError(f"labels file not found: {self.labels_path}")
-        self.thresholds = read_thresholds(thr) if thr.is_file() else {}
+        roots = [Path(r) for r in (conf["root"] if isinstance(conf["root"], (list, tuple)) else [conf["root"]])]
+        if len(roots) > 1 and any(conf[k] for k in ("labels", "thresholds", "image_dir")):
+            raise ValueError("data.labels / thresholds / image_dir need a single data.root")
+        if len({r.name for r in roots}) != len(roots):
+            raise ValueError(f"data.root folders need distinct names (they prefix dataset names): {roots}")
+        # (labels, image dir, dataset-name prefix) per root
+        self.sources = []
+        self.thresholds: Dict[str, Dict[str, List[float]]] = {}
+        for root in roots:
+            prefix = f"{root.name}-" if len(roots) > 1 else ""
+            labels = Path(conf["labels"] or root / "train_labels.csv")
+            if not labels.is_file():
+                raise FileNotFoundError(f"labels file not found: {labels}")
+            thr = Path(conf["thresholds"] or root / "train_thresholds.csv")
+            if thr.is_file():
+                self.thresholds.update({prefix + ds: v for ds, v in read_thresholds(thr).items()})
+            self.sources.append((labels, Path(conf["image_dir"] or root / "train"), prefix))
+        self.labels_path = self.sources[0][0]
+        self.image_dir = self.sources[0][1]
         self.conf = conf
         self.train_scenes: List[Scene] = []
         self.val_scenes: List[Scene] = []
+        self.cache: dict = {}
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.train_scenes:
             return
-        scenes = index_scenes(self.labels_path, self.image_dir, self.conf["sequence_scenes"])
+        scenes = [s for labels, image_dir, prefix in self.sources
+                  for s in index_scenes(labels, image_dir, self.conf["sequence_scenes"], prefix)]
         if len(scenes) < 1:
-            raise ValueError(f"no scene with >= 2 posed images in {self.labels_path}")
+            raise ValueError(f"no scene with >= 2 posed images in {[str(s[0]) for s in self.sources]}")
         self.train_scenes, self.val_scenes = split_scenes(scenes, self.conf["val_fraction"],
                                                           self.conf["val_scenes"], self.conf["split_seed"])
         log.info("scenes: %d train (%d images), %d val (%d images)", len(self.train_scenes),
                  sum(map(len, self.train_scenes)), len(self.val_scenes), sum(map(len, self.val_scenes)))
-        self.cache: dict = {}
         if self.conf["preload"]:
             paths = [p for s in scenes for p in s.paths]
-            for p in tqdm(paths, desc="preloading images", mininterval=2):
-                self.cache[p] = load_image(p, self.conf["image_size"])
+            size = self.conf["image_size"]
+            # PIL decodes outside the GIL: threads give a near-linear speed-up
+            with ThreadPoolExecutor(max(1, int(self.conf["preload_threads"]))) as pool:
+                imgs = list(tqdm(pool.map(lambda p: load_image(p, size), paths), total=len(paths),
+                                 desc="preloading images", mininterval=2))
+            self.cache = dict(zip(paths, imgs))
+
+    def on_after_batch_transfer(self, batch: Dict[str, Any], dataloader_idx: int) -> Dict[str, Any]:
+        if batch["images"].dtype == torch.uint8:  # augment_on: device
+            images = batch["images"].float() / 255
+            trainer = getattr(self, "trainer", None)
+            if trainer is not None and trainer.training:
+                images = photometric_batch(images, self.conf["augment"])
+            batch["images"] = images
+        return batch
 
     def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
         nw = self.conf["num_workers"]

@@ -30,11 +30,22 @@ def checkpoint_meta(model) -> Dict[str, Any]:
     return {"format": FORMAT, "version": VERSION, "config": model.conf, "backbone": model.conf["backbone"]["name"]}
 
 
-def save_checkpoint(model, path: Path | str, extra: Optional[Dict[str, Any]] = None) -> Path:
-    """Write ``{"memposer": meta, "state_dict": trained params, **extra}`` to ``path``."""
+def save_checkpoint(model, path: Path | str, extra: Optional[Dict[str, Any]] = None,
+                    dtype: Optional[torch.dtype | str] = None) -> Path:
+    """Write ``{"memposer": meta, "state_dict": trained params, **extra}`` to ``path``.
+
+    ``dtype`` (e.g. ``float16``) stores floating-point tensors in that type to halve the file;
+    :func:`load_checkpoint` casts them back to the model's fp32 parameters.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ckpt = {"memposer": checkpoint_meta(model), "state_dict": trained_state_dict(model), **(extra or {})}
+    sd = trained_state_dict(model)
+    if dtype is not None:
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"checkpoint dtype must be a floating-point torch dtype, got {dtype!r}")
+        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+    ckpt = {"memposer": checkpoint_meta(model), "state_dict": sd, **(extra or {})}
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(ckpt, tmp)
     tmp.replace(path)  # never leave a half-written checkpoint under the final name
@@ -60,7 +71,11 @@ def load_checkpoint(path: Path | str, map_location="cpu", backbone_weights: Opti
     """Rebuild the MemPoser of a checkpoint (ours or a Lightning training checkpoint) in eval mode.
 
     Args:
-        backbone_weights: DINOv2 weights for a frozen backbone, overriding the path in the config.
+        path: a file written by :func:`save_checkpoint` (``train.py``'s ``export``) or a Lightning
+            checkpoint of ``train.py`` (``outputs/train/checkpoints/last.ckpt``).
+        map_location: device the model is put on (``"cpu"``, ``"cuda"``, ``torch.device``).
+        backbone_weights: DINOv2 weights for a frozen backbone, overriding the path in the config;
+            ignored when the checkpoint holds the whole (trained) backbone.
     """
     from memposer.models.mempose import MemPoser  # noqa: PLC0415 (import cycle)
 

@@ -6,7 +6,7 @@ shuffles the outputs and nothing else (permutation equivariance).
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -32,6 +32,10 @@ class DecoderLayer(nn.Module):
         out[mask] = updated
         return out, memory
 
+    def frames_only(self, frames: torch.Tensor, memory_tokens: torch.Tensor) -> torch.Tensor:
+        """Frames (N, T, C) of one scene attend to a given memory (M, C), which does not read them."""
+        return self.frame_block(frames, context=memory_tokens[None].expand(frames.shape[0], -1, -1))
+
 
 class SymmetricDecoder(nn.Module):
     """``depth`` layers; frames (B, K, T, C) + mask (B, K) + memory -> refined frames and memory."""
@@ -45,3 +49,15 @@ class SymmetricDecoder(nn.Module):
         for layer in self.layers:
             frames, memory = layer(frames, mask, memory)
         return self.norm(frames), memory
+
+    def forward_with_memory(self, frames: torch.Tensor, history: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Frames (N, T, C) of one scene decoded against the per-layer memory of an earlier pass.
+
+        ``history[l]`` (M, C) is the memory layer ``l`` read from that pass' frames. A frame decoded
+        here gets exactly the output it would get in that pass, had the memory not read it.
+        """
+        if len(history) != len(self.layers):
+            raise ValueError(f"need {len(self.layers)} memory layers, got {len(history)}")
+        for layer, mem in zip(self.layers, history):
+            frames = layer.frames_only(frames, mem)
+        return self.norm(frames)

@@ -54,7 +54,7 @@ def main(conf: Dict[str, Any]) -> Dict[str, float]:
     ckpt_cb = ModelCheckpoint(dirpath=ck.get("dirpath") or str(out / "checkpoints"), monitor=ck.get("monitor"),
                               mode=ck.get("mode", "min"), save_last=ck.get("save_last", True),
                               filename="step{step}", auto_insert_metric_name=False)
-    callbacks = [ckpt_cb, Throughput()]
+    callbacks = [ckpt_cb, Throughput(conf["debug"].get("throughput_warmup", 20), str(out / "throughput.json"))]
     logger = make_logger(conf)
     if logger:
         callbacks.append(LearningRateMonitor("step"))
@@ -72,7 +72,8 @@ def main(conf: Dict[str, Any]) -> Dict[str, float]:
         if conf["export"]:
             best = ckpt_cb.best_model_path
             model = load_checkpoint(best) if best and Path(best).is_file() else module.model
-            path = save_checkpoint(model, conf["export"], extra={"metrics": metrics, "source": best or "last"})
+            path = save_checkpoint(model, conf["export"], extra={"metrics": metrics, "source": best or "last"},
+                                   dtype=conf["export_dtype"])
             log.info("exported model checkpoint %s (%.1f MB) from %s", path, path.stat().st_size / 2 ** 20,
                      best or "the last weights")
     return metrics

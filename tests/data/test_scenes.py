@@ -1,5 +1,6 @@
 """Scene sampling: outliers excluded, split by scene, variable K with padding masks, augmentation."""
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,41 @@ def test_missing_labels_is_a_clear_error(tmp_path):
         SceneDataModule(dict(root=str(tmp_path)))
     with pytest.raises(ValueError, match="data.root is not set"):
         SceneDataModule({})
+
+
+def test_several_roots_are_kept_apart(tmp_path):
+    a = write_tiny_imc(tmp_path / "a", n_datasets=1, scenes_per_dataset=2, frames=4, seed=1)
+    b = write_tiny_imc(tmp_path / "b", n_datasets=1, scenes_per_dataset=2, frames=4, seed=2)
+    dm = SceneDataModule(dict(root=[str(a), str(b)], num_workers=0, val_fraction=0.25, image_size=[14, 14],
+                              preload=True, preload_threads=2))
+    dm.setup()
+    names = sorted(s.name for s in dm.train_scenes + dm.val_scenes)
+    assert names == ["a-ds0/scene0", "a-ds0/scene1", "b-ds0/scene0", "b-ds0/scene1"]  # same names, two roots
+    assert set(dm.thresholds) == {"a-ds0", "b-ds0"}
+    assert len(dm.cache) == 16 and all(v.dtype == torch.uint8 for v in dm.cache.values())
+    s = next(sc for sc in dm.train_scenes + dm.val_scenes if sc.name.startswith("b-"))
+    assert all(str(p).startswith(str(b)) for p in s.paths)
+    with pytest.raises(ValueError, match="distinct names"):
+        SceneDataModule(dict(root=[str(a), str(tmp_path / "x" / "a")]))
+
+
+def test_device_augmentation_batches(root):
+    """augment_on=device: uint8 batches from the loader; floats, augmented only while training, after transfer."""
+    conf = dict(root=str(root), image_size=[28, 28], frames=[3, 3], num_workers=0, val_fraction=0.34,
+                augment_on="device", batch_size=2)
+    dm = SceneDataModule(conf)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["images"].dtype == torch.uint8
+    raw = batch["images"].float() / 255
+    dm.trainer = types.SimpleNamespace(training=False)
+    val = dm.on_after_batch_transfer(dict(batch), 0)
+    assert torch.equal(val["images"], raw)  # no augmentation outside training
+    dm.trainer = types.SimpleNamespace(training=True)
+    aug = dm.on_after_batch_transfer(dict(batch), 0)["images"]
+    assert aug.dtype == torch.float32 and 0 <= aug.min() and aug.max() <= 1
+    diff = (aug - raw).abs().mean((-3, -2, -1))
+    assert (diff > 0.005).all()  # every frame changed ...
+    assert diff.std() > 1e-3  # ... each by its own draw
+    with pytest.raises(ValueError, match="augment_on"):
+        SceneDataModule(dict(conf, augment_on="gpu"))

@@ -1,6 +1,7 @@
 """MemPoser: forward/backward, permutation equivariance, per-scene memory isolation, predict, checkpoints."""
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -89,7 +90,7 @@ def test_predict_api():
     m = tiny_model()
     imgs = torch.rand(7, 3, 70, 90)
     out = m.predict(imgs)
-    assert set(out) == {"R", "t", "conf"}
+    assert set(out) == {"R", "t", "conf", "memory_frames"}
     assert out["R"].shape == (7, 3, 3) and out["t"].shape == (7, 3) and out["conf"].shape == (7,)
     assert ((out["conf"] > 0) & (out["conf"] < 1)).all()
     with torch.no_grad():
@@ -141,3 +142,76 @@ def test_checkpoint_errors(tmp_path):
 def test_unknown_model_option():
     with pytest.raises(KeyError, match="unknown model option"):
         MemPoser({**TINY, "dimm": 3})
+
+
+def test_predict_cluster_accepts_paths_and_arrays(tmp_path):
+    from PIL import Image
+
+    m = tiny_model(seed=3)
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 255, (56, 56, 3), dtype=np.uint8) for _ in range(4)]
+    paths = []
+    for i, a in enumerate(arrays):
+        Image.fromarray(a).save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    res = m.predict_cluster([str(p) for p in paths])
+    R, t, conf = res  # unpacks like the pipeline's predictor
+    assert R.shape == (4, 3, 3) and t.shape == (4, 3) and conf.shape == (4,) and R.dtype == np.float64
+    assert np.abs(R @ R.transpose(0, 2, 1) - np.eye(3)).max() < 1e-5
+    # same pixels as uint8 HWC numpy, as float CHW tensors, as one uint8 batch: same poses
+    same = [m.predict_cluster(arrays),
+            m.predict_cluster([torch.from_numpy(a).permute(2, 0, 1).float() / 255 for a in arrays]),
+            m.predict_cluster(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2))]
+    for other in same:
+        assert np.abs(other.R - R).max() < 1e-5 and np.abs(other.t - t).max() < 1e-5
+    # images of different sizes in one cluster are resized one by one
+    mixed = m.predict_cluster([rng.integers(0, 255, (40 + 10 * i, 70, 3), dtype=np.uint8) for i in range(3)])
+    assert mixed.R.shape == (3, 3, 3) and np.isfinite(mixed.t).all()
+    with pytest.raises(ValueError, match="at least one"):
+        m.predict_cluster([])
+    with pytest.raises(ValueError, match="shape"):
+        m.predict_cluster([np.zeros((5, 56, 56))])
+    with pytest.raises(FileNotFoundError):
+        m.predict_cluster([tmp_path / "missing.png"])
+
+
+def test_large_cluster_builds_memory_from_a_subset():
+    """N > max_memory_frames: the memory reads a diverse subset; every other frame is decoded against it.
+
+    A frame decoded against the memory must get exactly what it would have got inside the memory pass:
+    duplicates of the memory frames (never chosen themselves) must get their twins' poses.
+    """
+    m = tiny_model(seed=4)
+    base = torch.rand(8, 3, 56, 56, generator=torch.Generator().manual_seed(5))
+    x = torch.cat([base, base])  # every image twice
+    out = m.predict(x, max_memory_frames=4)
+    mem = out["memory_frames"]
+    assert len(mem) == 4 and (mem < 8).all()  # a twin is never picked after its original
+    assert (out["R"][:8] - out["R"][8:]).abs().max() < 1e-5
+    assert (out["t"][:8] - out["t"][8:]).abs().max() < 1e-5
+    assert (out["conf"][:8] - out["conf"][8:]).abs().max() < 1e-5
+    # the memory frames themselves get what a cluster of just them gets
+    alone = m.predict(base[mem])
+    assert (alone["t"] - out["t"][mem]).abs().max() < 1e-5
+    # chunking does not matter, the subset does not depend on the frame order (equivariance)
+    m.conf["backbone_chunk"] = 3
+    perm = torch.randperm(16, generator=torch.Generator().manual_seed(6))
+    shuffled = m.predict(x[perm], max_memory_frames=4)
+    assert (shuffled["R"] - out["R"][perm]).abs().max() < 1e-5
+    # without a limit the whole cluster is decoded together: a different (but valid) answer
+    full = m.predict(x, max_memory_frames=100)
+    assert len(full["memory_frames"]) == 16 and (full["t"] - out["t"]).abs().max() > 1e-5
+
+
+def test_float16_export_round_trip(tmp_path):
+    m = tiny_model(seed=7)
+    full = save_checkpoint(m, tmp_path / "f32.ckpt")
+    half = save_checkpoint(m, tmp_path / "f16.ckpt", dtype="float16")
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    m2 = load_checkpoint(half)
+    assert all(p.dtype == torch.float32 for p in m2.parameters())
+    imgs = torch.rand(5, 3, 56, 56)
+    a, b = m.predict(imgs), m2.predict(imgs)
+    assert (a["R"] - b["R"]).abs().max() < 1e-2 and (a["R"] - b["R"]).abs().max() > 0
+    with pytest.raises(ValueError, match="floating-point"):
+        save_checkpoint(m, tmp_path / "x.ckpt", dtype="int8")
