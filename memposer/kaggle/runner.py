@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from memposer.data.imc import PoseRecord, complete_submission, read_submission, scan_dataset_folder, write_submission
+from memposer.data.imc import (PoseRecord, complete_submission, nan_records, read_submission, scan_dataset_folder,
+                               write_submission)
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,9 @@ def run_competition(competition_dir: str | Path, output_csv: str | Path = "/kagg
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="memposer-kaggle-"))
     records: List[PoseRecord] = []
     results: List[DatasetResult] = []
-    write_submission(complete_submission(records, expected), output_csv)  # valid from the first second
+    # Valid from the first second, and rewritten after every dataset: the datasets not run yet are nan.
+    pending = {ds: nan_records(ds, ims) for ds, ims in expected.items()}
+    write_submission(complete_submission([r for rs in pending.values() for r in rs], expected), output_csv)
 
     for dataset, images in expected.items():
         res, t0 = DatasetResult(dataset, len(images)), time.time()
@@ -171,7 +174,9 @@ def run_competition(competition_dir: str | Path, output_csv: str | Path = "/kagg
             res.status = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:100]
         res.seconds = round(time.time() - t0, 1)
         results.append(res)
-        write_submission(complete_submission(records, expected), output_csv)
+        pending.pop(dataset)
+        write_submission(complete_submission(records + [r for rs in pending.values() for r in rs], expected),
+                         output_csv)
         log.info("dataset %s: %d/%d posed, %d scenes, %.1f s, %s", dataset, res.posed, res.images, res.scenes,
                  res.seconds, res.status)
     log.info("wrote %s (%d rows) in %.1f s", output_csv, sum(map(len, expected.values())), time.time() - t_start)

@@ -123,8 +123,10 @@ def build_own_wheel(source: Path, dest: Path) -> Path:
         for name in SOURCE_FILES:
             if (source / name).is_file():
                 shutil.copy2(source / name, tmp)
-        shutil.copytree(source / "memposer", Path(tmp) / "memposer",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+        for name in ("memposer", "configs"):  # configs/: the wheel's data_files (inference presets)
+            if (source / name).is_dir():
+                shutil.copytree(source / name, Path(tmp) / name,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
         # No build isolation: it would ask an index for setuptools, and there may be none.
         run_pip(["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dest), tmp], "building memposer's wheel")
     built = sorted(dest.glob("memposer-*.whl"))
