@@ -10,13 +10,15 @@ import numpy as np
 import yaml
 
 from .cameras import PATHS, sample_cameras
+from memposer.config import config_dir
+
 from .render import make_casters, render_view
 from .scene import STYLES, build_scene
 from .textures import FAMILIES
 
 log = logging.getLogger(__name__)
 
-PRESETS_DIR = Path(__file__).resolve().parents[3] / "configs" / "synthetic"
+PRESETS_DIR = config_dir() / "synthetic"
 
 default_conf: Dict[str, Any] = {
     # images

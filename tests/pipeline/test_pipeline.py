@@ -1,0 +1,110 @@
+"""The whole pipeline as a user runs it (``infer.py`` in a subprocess) on a small synthetic dataset."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memposer.data.imc import OUTLIER_SCENE, read_labels, read_poses, read_thresholds
+from memposer.metric import score_submission
+
+ROOT = Path(__file__).resolve().parents[2]
+# Small and fast on 2 cores: few keypoints, a short shortlist, COLMAP single-threaded (reproducible).
+FAST = ["--config", "cpu", "--num-threads", "1", "--quiet", "features.max_num_keypoints=256",
+        "pairs.exhaustive_below=8", "pairs.k=5"]
+
+
+def infer(data: Path, out: Path, work: Path, *extra: str, **kw) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "infer.py"), "--data", str(data), "--out", str(out), "--work", str(work), *FAST, *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, **kw)
+
+
+@pytest.fixture(scope="module")
+def competition(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("small")
+    subprocess.run([sys.executable, "-m", "memposer.data.synthetic", "--out", str(out), "--preset", "small",
+                    "--seed", "3", "--split", "train", "--quiet"], check=True, cwd=ROOT)
+    return out
+
+
+@pytest.fixture(scope="module")
+def first_run(competition, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run1")
+    res = infer(competition / "train", tmp / "submission.csv", tmp / "work")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return tmp / "submission.csv", res
+
+
+def test_scores_and_complete(competition, first_run):
+    sub_path, res = first_run
+    labels = read_labels(competition / "train_labels.csv")
+    sub = read_poses(sub_path)
+    assert sorted((r.dataset, r.image) for r in sub) == sorted((r.dataset, r.image) for r in labels)
+    result = score_submission(labels, sub, read_thresholds(competition / "train_thresholds.csv"))
+    assert result.score > 0.6, res.stdout
+    registered = [r for r in sub if r.scene != OUTLIER_SCENE]
+    assert all(r.R is not None and np.isfinite(r.R).all() for r in registered)
+    # the CLI prints the timing table and the score it computed
+    assert "matching" in res.stdout and f"{100 * result.score:.2f}" in res.stdout
+
+
+def test_killed_run_resumes_to_the_same_file(competition, first_run, tmp_path):
+    """kill -9 during matching, run again: caches are reused and the output equals an uninterrupted run."""
+    cmd = [sys.executable, str(ROOT / "infer.py"), "--data", str(competition / "train"), "--out",
+           str(tmp_path / "submission.csv"), "--work", str(tmp_path / "work"), *FAST]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    matches = list((tmp_path / "work").rglob("matches-*.h5"))
+    while time.time() < deadline and proc.poll() is None:
+        matches = list((tmp_path / "work").rglob("matches-*.h5"))
+        if matches and matches[0].stat().st_size > 20_000:  # some pairs matched, not all
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed; make the dataset larger"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    res = infer(competition / "train", tmp_path / "submission.csv", tmp_path / "work")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "features: 0 cached" not in res.stderr  # features came from the cache
+    assert "pairs cached" in res.stderr  # and the matches made before the kill
+    assert (tmp_path / "submission.csv").read_bytes() == first_run[0].read_bytes()
+
+
+def test_bad_input_still_gives_a_complete_submission(competition, tmp_path):
+    data = tmp_path / "test"
+    good = data / "mixed"
+    good.mkdir(parents=True)
+    src = sorted((competition / "train").iterdir())[0]
+    names = sorted(p.name for p in src.iterdir())[:5]
+    for n in names:
+        (good / n).write_bytes((src / n).read_bytes())
+    (good / "truncated.png").write_bytes((src / names[0]).read_bytes()[:300])
+    (good / "not_an_image.jpg").write_text("hello")
+    (good / "notes.txt").write_text("ignored: not an image extension")
+    (data / "empty").mkdir()
+    two = data / "two_images"
+    two.mkdir()
+    for n in names[:2]:
+        (two / n).write_bytes((src / n).read_bytes())
+    res = infer(data, tmp_path / "submission.csv", tmp_path / "work")
+    assert res.returncode == 0, res.stderr[-3000:]
+    sub = read_poses(tmp_path / "submission.csv")
+    got = sorted((r.dataset, r.image) for r in sub)
+    want = sorted([("mixed", n) for n in names + ["truncated.png", "not_an_image.jpg"]] + [("two_images", n) for n in names[:2]])
+    assert got == want
+    bad = {r.image: r for r in sub if r.dataset == "mixed"}
+    assert bad["truncated.png"].scene == OUTLIER_SCENE and bad["truncated.png"].R is None
+    assert "cannot read image" in res.stderr and "empty has no images" in res.stderr
+
+
+def test_missing_data_folder_is_a_clear_error(tmp_path):
+    res = infer(tmp_path / "nope", tmp_path / "s.csv", tmp_path / "w")
+    assert res.returncode == 2
+    assert "does not exist" in res.stderr and "Traceback" not in res.stderr

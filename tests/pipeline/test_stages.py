@@ -1,0 +1,83 @@
+"""Stage-level behaviour that needs no images: pair shortlisting, clustering, VLAD retrieval."""
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+
+from memposer.pipeline.clustering import cluster_images
+from memposer.pipeline.pairs import shortlist_pairs
+from memposer.pipeline.retrieval import kmeans, vlad
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_small_sets_are_exhaustive():
+    desc = _unit(np.random.randn(7, 16))
+    assert shortlist_pairs(desc, {"exhaustive_below": 10}) == list(combinations(range(7), 2))
+
+
+def test_shortlist_grows_linearly_and_keeps_true_neighbours():
+    rng = np.random.default_rng(0)
+    for n in (100, 400):
+        centres = _unit(rng.normal(size=(n // 10, 32)))
+        desc = _unit(np.repeat(centres, 10, 0) + 0.05 * rng.normal(size=(n, 32)))  # groups of 10
+        pairs = shortlist_pairs(desc, {"exhaustive_below": 20, "k": 5, "max_k": 5, "block": 64})
+        assert n * 5 / 2 <= len(pairs) <= n * 5  # O(n k), never O(n^2)
+        assert all(i < j for i, j in pairs) and len(set(pairs)) == len(pairs)
+        same = sum(i // 10 == j // 10 for i, j in pairs)
+        assert same == len(pairs)  # every shortlisted neighbour is from the image's own group
+
+
+def test_similarity_threshold_adds_neighbours_up_to_max_k():
+    rng = np.random.default_rng(1)
+    desc = _unit(np.ones((30, 8)) + 0.01 * rng.normal(size=(30, 8)))  # all near-identical
+    few = shortlist_pairs(desc, {"exhaustive_below": 2, "k": 2, "max_k": 2})
+    more = shortlist_pairs(desc, {"exhaustive_below": 2, "k": 2, "max_k": 6, "min_similarity": 0.9})
+    assert len(more) > len(few)
+    assert len(more) <= 30 * 6  # each image adds at most max_k pairs
+
+
+def test_clustering_cuts_weak_links_and_drops_outliers():
+    a = [f"a{i}" for i in range(5)]
+    b = [f"b{i}" for i in range(5)]
+    verified = {p: 300 for p in combinations(a, 2)}
+    verified.update({p: 250 for p in combinations(b, 2)})
+    verified[("a0", "b0")] = 20  # a stray link between look-alike scenes: weak next to 250-300
+    verified[("c0", "c1")] = 200  # a pair alone is too small to be a scene
+    names = a + b + ["c0", "c1", "lonely"]
+    for method in ("components", "louvain"):
+        clusters, outliers = cluster_images(names, verified, {"method": method, "min_inliers": 15, "relative": 0.2})
+        assert clusters == [a, b]
+        assert sorted(outliers) == ["c0", "c1", "lonely"]
+
+
+def test_louvain_splits_a_component_held_by_a_strong_false_link():
+    a = [f"a{i}" for i in range(6)]
+    b = [f"b{i}" for i in range(6)]
+    verified = {p: 200 for p in combinations(a, 2)}
+    verified.update({p: 200 for p in combinations(b, 2)})
+    verified[("a0", "b0")] = 150  # strong enough to survive the relative pruning
+    assert cluster_images(a + b, verified, {"method": "components"})[0] == [sorted(a + b)]
+    assert cluster_images(a + b, verified, {"method": "louvain"})[0] == [a, b]
+
+
+def test_vlad_is_deterministic_and_separates_scenes():
+    rng = np.random.default_rng(0)
+    words = _unit(rng.normal(size=(16, 32)))
+    scene_a, scene_b = words[:8], words[8:]
+
+    def image(scene):
+        idx = rng.integers(len(scene), size=200)
+        return _unit(scene[idx] + 0.1 * rng.normal(size=(200, 32)))
+
+    imgs = [image(scene_a) for _ in range(3)] + [image(scene_b) for _ in range(3)]
+    centres = kmeans(np.concatenate(imgs), 8, 10, seed=0)
+    assert np.array_equal(centres, kmeans(np.concatenate(imgs), 8, 10, seed=0))
+    d = np.stack([vlad(x, centres) for x in imgs])
+    sim = d @ d.T
+    within = min(sim[0, 1], sim[0, 2], sim[3, 4], sim[3, 5])
+    across = max(sim[i, j] for i in range(3) for j in range(3, 6))
+    assert within > across
