@@ -185,6 +185,10 @@ class Registration:
     triplet: np.ndarray      # (r, 3) cameras of the minimal model behind the best model, -1 if none
     fit: np.ndarray          # (n, r) cameras the best model was fitted on
 
+    def alignment(self, q: int) -> Optional["Alignment"]:
+        """The best model of threshold ``q`` as an :class:`Alignment` (None where none was found)."""
+        return _alignment(self, q)
+
 
 class _State:
     """The running best model per threshold, with the organisers' update rule."""

@@ -185,6 +185,10 @@ def test_perfect_submission_under_similarity_scores_one():
     # the metric's alignment undoes the similarity: aligned poses equal the truth
     lab = {r.image: r for r in labels}
     sc = res.scenes[("pond", "pond_s0")]
+    q = int(np.argmax(ths["pond"]["pond_s0"]))
+    same = sc.registration.alignment(q)  # the public accessor gives the scene's alignment at the largest threshold
+    assert same.s == sc.alignment.s and np.array_equal(same.R, sc.alignment.R) and np.array_equal(same.t, sc.alignment.t)
+    assert all(sc.registration.alignment(k) is not None for k in range(len(TH)))
     aligned_R, aligned_t = sc.alignment.poses(np.stack([s.R for s in sub if s.image in sc.images]),
                                               np.stack([s.t for s in sub if s.image in sc.images]))
     order = [s.image for s in sub if s.image in sc.images]
