@@ -66,14 +66,16 @@ def rehearse(notebook: Path, bundle: Path, competition: Path, work: Path, env: O
                       MEMPOSER_COMPETITION=str(inp / "image-matching-challenge-2025"),
                       MEMPOSER_OUTPUT=str(out / "submission.csv"), **(env or {}))
     nb = nbformat.read(str(notebook), as_version=4)
-    client = nbclient.NotebookClient(nb, km=_kernel_manager(venv, work / "kernels"), timeout=timeout_s,
-                                     resources={"metadata": {"path": str(out)}})
+    km = _kernel_manager(venv, work / "kernels")
+    client = nbclient.NotebookClient(nb, km=km, timeout=timeout_s, resources={"metadata": {"path": str(out)}})
     executed = out / "executed_notebook.ipynb"
     t0 = time.time()
     try:
         client.execute(env=kernel_env)
     finally:
         nbformat.write(nb, str(executed))
+        if km.has_kernel:  # nbclient leaves a kernel it did not start itself running
+            km.shutdown_kernel(now=False)
     seconds = time.time() - t0
     log.info("notebook executed in %.1f s; submission %s", seconds, out / "submission.csv")
     return Rehearsal(out / "submission.csv", executed, seconds)
