@@ -10,9 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from memposer.data.imc import OUTLIER_SCENE, read_labels, read_poses, read_thresholds
+from memposer.geometry import apply_similarity, camera_center, random_rotation, rotation_error
 from memposer.metric import score_submission
+from memposer.pipeline.reconstruction import reconstruct_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 # Small and fast on 2 cores: few keypoints, a short shortlist, COLMAP single-threaded (reproducible).
@@ -38,11 +41,11 @@ def first_run(competition, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run1")
     res = infer(competition / "train", tmp / "submission.csv", tmp / "work")
     assert res.returncode == 0, res.stderr[-3000:]
-    return tmp / "submission.csv", res
+    return tmp / "submission.csv", res, tmp / "work"
 
 
 def test_scores_and_complete(competition, first_run):
-    sub_path, res = first_run
+    sub_path, res, _ = first_run
     labels = read_labels(competition / "train_labels.csv")
     sub = read_poses(sub_path)
     assert sorted((r.dataset, r.image) for r in sub) == sorted((r.dataset, r.image) for r in labels)
@@ -108,3 +111,38 @@ def test_missing_data_folder_is_a_clear_error(tmp_path):
     res = infer(tmp_path / "nope", tmp_path / "s.csv", tmp_path / "w")
     assert res.returncode == 2
     assert "does not exist" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_seeded_reconstruction_on_the_pipeline_database(competition, first_run, tmp_path):
+    """Perturbed true poses (in another gauge) seed COLMAP over the run's own LightGlue database;
+    the refined poses end closer to the truth than the seed."""
+    labels = read_labels(competition / "train_labels.csv")
+    scene = max({r.scene for r in labels if r.scene != OUTLIER_SCENE}, key=lambda s: sum(r.scene == s for r in labels))
+    gt = {r.image: (r.R, r.t) for r in labels if r.scene == scene}
+    names = sorted(gt)
+    rng = np.random.default_rng(0)
+    s_, Rs, ts = 2.5, random_rotation(rng), rng.normal(size=3)  # any gauge: the seed need not match the labels'
+    seed = {}
+    for n in names:
+        Rg, tg = gt[n]
+        axis = rng.normal(size=3)
+        Rn = Rotation.from_rotvec(np.radians(3.0) * axis / np.linalg.norm(axis)).as_matrix() @ Rg
+        c = camera_center(Rg, tg) + rng.normal(scale=0.05, size=3)
+        seed[n] = apply_similarity(Rn, -Rn @ c, s_, Rs, ts)
+
+    def predictor(paths):
+        return (np.stack([seed[p.name][0] for p in paths]), np.stack([seed[p.name][1] for p in paths]),
+                np.ones(len(paths)))
+
+    work = first_run[2] / labels[0].dataset
+    res = reconstruct_cluster(names, work / "database.db", competition / "train" / labels[0].dataset, tmp_path,
+                              {"poses": "seeded", "num_threads": 1}, predictor)
+    assert res.path == "seeded", res.stats
+    model = res.models[0]
+    assert len(model) >= len(names) - 1
+    def rel_rot_err(get_R):
+        errs = [rotation_error(get_R(a).T @ get_R(b), gt[a][0].T @ gt[b][0])
+                for i, a in enumerate(names) for b in names[i + 1:] if a in model and b in model]
+        return float(np.median(errs))
+
+    assert rel_rot_err(lambda n: model[n][0]) < 0.5 * rel_rot_err(lambda n: seed[n][0])

@@ -1,0 +1,120 @@
+"""Pipeline benchmark: shortlisted vs exhaustive pairs, side by side, on a synthetic competition.
+
+    python benchmarks/pipeline.py --out bench/pipeline [--preset benchmark] [--config default]
+
+Generates the data once (deterministic by ``--seed``), runs each variant in its own process (so
+peak memory is per variant) with the same settings but the pair selection, and prints score, mAA,
+clusterness, pairs matched, verified pairs, seconds per stage and peak memory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+VARIANTS = {
+    "shortlist": [],
+    "exhaustive": ["pairs.exhaustive_below=1000000"],
+    # pose paths (benchmarks/seeded.py); memposer and seeded need --checkpoint
+    "colmap": ["reconstruction.poses=colmap"],
+    "memposer": ["reconstruction.poses=memposer"],
+    "seeded": ["reconstruction.poses=seeded"],
+}
+
+
+def run_variant(a: argparse.Namespace, name: str) -> dict:
+    """One pipeline run in this process; returns its numbers."""
+    import torch
+
+    from memposer.data.imc import read_labels, read_thresholds
+    from memposer.metric import score_submission
+    from memposer.pipeline.cli import load_infer_config
+    from memposer.pipeline.run import run_pipeline, summary_counts
+
+    conf = load_infer_config(a.config, [*VARIANTS[name], *a.overrides])
+    conf["reconstruction"]["num_threads"] = a.num_threads
+    predictor = None
+    if conf["reconstruction"]["poses"] != "colmap":
+        from memposer.pipeline.predict import load_predictor
+        predictor = load_predictor(a.checkpoint, a.dinov2, conf["device"])
+    out = a.out / name
+    t0 = time.perf_counter()
+    res = run_pipeline(a.out / "data" / a.split, out / "submission.csv", conf, out / "work", predictor, progress=False)
+    wall = time.perf_counter() - t0
+    result = score_submission(read_labels(a.out / "data" / f"{a.split}_labels.csv"), res.records,
+                              read_thresholds(a.out / "data" / f"{a.split}_thresholds.csv"))
+    ds = result.datasets.values()
+    return {
+        "variant": name, "score": result.score, "mAA": sum(d.mAA for d in ds) / len(ds),
+        "clusterness": sum(d.clusterness for d in ds) / len(ds),
+        "pairs": sum(len(v["shortlisted"]) for v in res.views.values()),
+        "verified": sum(len(v["verified"]) for v in res.views.values()),
+        "paths": {ds: sorted(p.values()).count("seeded") for ds, p in res.paths.items()},
+        **summary_counts(res.records), "wall_s": wall, "timings": dict(res.timings),
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+        "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else 0.0,
+        "per_dataset": {k: {"score": d.score, "mAA": d.mAA, "clusterness": d.clusterness}
+                        for k, d in result.datasets.items()},
+    }
+
+
+def table(rows: List[dict]) -> str:
+    keys = [("score", "{:.3f}"), ("mAA", "{:.3f}"), ("clusterness", "{:.3f}"), ("pairs", "{:d}"),
+            ("verified", "{:d}"), ("registered", "{:d}"), ("images", "{:d}"), ("wall_s", "{:.1f}"),
+            ("peak_rss_gib", "{:.2f}"), ("peak_gpu_gib", "{:.2f}")]
+    stages = sorted({s for r in rows for s in r["timings"]}, key=lambda s: list(rows[0]["timings"]).index(s)
+                    if s in rows[0]["timings"] else 99)
+    lines = [f"{'':<16}" + "".join(f"{r['variant']:>14}" for r in rows)]
+    lines += [f"{k:<16}" + "".join(f"{fmt.format(r[k]):>14}" for r in rows) for k, fmt in keys]
+    lines += [f"{'t_' + s:<16}" + "".join(f"{r['timings'].get(s, 0.0):>14.1f}" for r in rows) for s in stages]
+    if len(rows) == 2 and rows[0]["pairs"]:
+        lines.append(f"pair ratio {rows[1]['variant']}/{rows[0]['variant']}: {rows[1]['pairs'] / rows[0]['pairs']:.2f}x")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("bench/pipeline"))
+    p.add_argument("--preset", default="benchmark")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--config", default="default")
+    p.add_argument("--variants", default="shortlist,exhaustive")
+    p.add_argument("--num-threads", type=int, default=-1)
+    p.add_argument("--checkpoint", help="MemPoser checkpoint for the memposer / seeded variants")
+    p.add_argument("--dinov2", help="DINOv2 weights (retrieval and the checkpoint's backbone)")
+    p.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant, print JSON
+    a, a.overrides = p.parse_known_args(argv)
+    if a.variant:
+        print("RESULT " + json.dumps(run_variant(a, a.variant)))
+        return 0
+    data = a.out / "data"
+    if not (data / f"{a.split}_labels.csv").is_file():
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "memposer.data.synthetic", "--out", str(data), "--preset", a.preset,
+                        "--seed", str(a.seed), "--split", a.split, "--quiet"], check=True)
+        print(f"generated {a.preset} data in {time.perf_counter() - t0:.0f} s")
+    rows = []
+    for name in a.variants.split(","):
+        cmd = [sys.executable, __file__, "--out", str(a.out), "--split", a.split, "--config", a.config,
+               "--num-threads", str(a.num_threads), "--variant", name, *a.overrides]
+        cmd += [x for k in ("checkpoint", "dinov2") if getattr(a, k) for x in (f"--{k}", getattr(a, k))]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
+        if res.returncode or not line:
+            print(res.stderr[-3000:], file=sys.stderr)
+            return 1
+        rows.append(json.loads(line[0][len("RESULT "):]))
+        print(f"{name}: score {rows[-1]['score']:.3f} in {rows[-1]['wall_s']:.0f} s", flush=True)
+    (a.out / "results.json").write_text(json.dumps(rows, indent=1))
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
