@@ -1,7 +1,6 @@
 """The offline bundle: exact wheels of what was tested here, hashes, and what is left to Kaggle."""
 import hashlib
 import importlib.metadata as md
-import json
 import shutil
 import subprocess
 import sys
@@ -54,7 +53,7 @@ def test_verify_finds_missing_and_changed_files(bundle, tmp_path, capsys):
 def test_repacked_wheel_installs_the_same_files(tmp_path):
     for name in ("einops", "propcache"):  # pure Python, and a compiled extension
         wheel = repack_installed(name, tmp_path / "wheels")
-        wname, version, _, tags = parse_wheel_filename(wheel.name)
+        _, version, _, tags = parse_wheel_filename(wheel.name)
         assert str(version) == md.version(name)
         proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "-q",
                                "--target", str(tmp_path / name), str(wheel)], capture_output=True, text=True,
