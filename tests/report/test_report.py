@@ -267,3 +267,13 @@ def test_index_renders_in_headless_chromium(report):
     console = [ln for ln in p.stderr.splitlines() if "CONSOLE" in ln]
     assert not console, console
     assert "memposer report" in p.stdout and "61.54" in p.stdout
+
+
+def test_confusion_missing_foreign_and_duplicate_rows():
+    from memposer.report.tables import NO_ROW, NOT_LABELLED, confusion
+    labels = [PoseRecord("d", s, f"{s}{i}") for s, m in (("A", 3), ("B", 2)) for i in range(m)]
+    sub = [PoseRecord("d", "k", "A0"), PoseRecord("d", "k", "A1"), PoseRecord("d", "j", "A1"),  # duplicate: first kept
+           PoseRecord("d", "j", "B0"), PoseRecord("d", "j", "zz"), PoseRecord("e", "k", "B1")]  # foreign; other dataset
+    scenes, clusters, M = confusion(labels, sub, "d")
+    assert scenes == ["A", "B", NOT_LABELLED] and clusters == ["k", "j", NO_ROW]
+    assert M.tolist() == [[2, 0, 1], [0, 1, 1], [0, 1, 0]]
