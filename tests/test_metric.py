@@ -97,6 +97,16 @@ def test_fast_register_equals_reference(kind, conf):
             _assert_same(register(X, G, th, inl_cf, strict_cf, chunk=chunk), ref)
 
 
+@pytest.mark.parametrize("seed, kind", [(1038, "noisy"), (1190, "noisy"), (1944, "noisy"), (2105, "grid")])
+def test_fast_register_equals_reference_where_strict_skip_matters(seed, kind):
+    """Rare inputs (found by search over seeds) where skipping all-strict triplets changes the result."""
+    X, G, th = _random_case(np.random.default_rng(seed), kind)
+    skip, no_skip = register(X, G, th, 0.8, 0.5), register(X, G, th, 0.8, -1.0)
+    assert not (np.array_equal(skip.n_inliers, no_skip.n_inliers) and np.array_equal(skip.err, no_skip.err))
+    for chunk in (5, 4096):
+        _assert_same(register(X, G, th, 0.8, 0.5, chunk=chunk), _register_reference(X, G, th, 0.8, 0.5))
+
+
 def test_fast_register_equals_reference_medium_scene():
     rng = np.random.default_rng(7)
     G = rng.normal(size=(24, 3)) * 3
