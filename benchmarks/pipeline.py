@@ -20,6 +20,9 @@ from typing import List, Optional
 VARIANTS = {
     "shortlist": [],
     "exhaustive": ["pairs.exhaustive_below=1000000"],
+    # clustering choices (the defaults are picked from these numbers)
+    "min_inliers30": ["clustering.min_inliers=30"],
+    "louvain": ["clustering.method=louvain"],
     # pose paths (benchmarks/seeded.py); memposer and seeded need --checkpoint
     "colmap": ["reconstruction.poses=colmap"],
     "memposer": ["reconstruction.poses=memposer"],

@@ -128,6 +128,9 @@ def run_mapper(database_path: Path | str, image_dir: Path | str, output_dir: Pat
         opts.max_num_models = int(conf.get("max_num_models", 50))
         opts.extract_colors = False  # images may be EXIF-rotated relative to what COLMAP would read
         opts.ba_refine_principal_point = False
+        # pycolmap 4's structure-less fallback (generalised 6-point RANSAC) can spend minutes per
+        # image on images that will not register; off unless asked for.
+        opts.structure_less_registration_fallback = bool(conf.get("structure_less_fallback", False))
         if conf.get("max_runtime_seconds"):
             opts.max_runtime_seconds = float(conf["max_runtime_seconds"])
         recs = pycolmap.incremental_mapping(str(database_path), str(image_dir), str(output_dir), opts)

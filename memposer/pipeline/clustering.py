@@ -19,7 +19,7 @@ import networkx as nx
 
 default_conf = {
     "method": "components",  # components | louvain
-    "min_inliers": 30,
+    "min_inliers": 60,
     "relative": 0.1,  # drop an edge below relative * (best edge) of both its images
     "resolution": 0.5,  # louvain: lower merges more
     "min_size": 3,

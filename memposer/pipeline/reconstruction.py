@@ -36,6 +36,7 @@ default_conf = {
     "min_model_size": 3,
     "max_num_models": 50,
     "max_runtime_seconds": 0,  # per cluster; 0 = no limit
+    "structure_less_fallback": False,  # pycolmap 4's slow structure-less registration
     "seeding": {},  # memposer.pipeline.seeding.default_conf
 }
 
@@ -59,10 +60,22 @@ def _seeded(database_path: Path, names: Sequence[str], pred: Dict[str, Pose], ma
     stats.update({f"colmap_{k}": float(v) for k, v in seeding.reconstruction_quality(incremental).items()})
     if choice == "seeded":
         # The seeded model replaces the mapper's largest; the mapper's other models stay clusters.
-        first = colmap.poses_of(res.reconstruction)
-        others = [{k: v for k, v in colmap.poses_of(r).items() if k not in first} for r in mapped[1:]]
-        return ClusterResult([first] + [m for m in others if m], "seeded", stats)
-    return ClusterResult([colmap.poses_of(r) for r in mapped], "colmap", stats)
+        models = [colmap.poses_of(res.reconstruction)] + [colmap.poses_of(r) for r in mapped[1:]]
+        return ClusterResult(disjoint(models), "seeded", stats)
+    return ClusterResult(disjoint([colmap.poses_of(r) for r in mapped]), "colmap", stats)
+
+
+def disjoint(models: List[Dict[str, Pose]], min_size: int = 1) -> List[Dict[str, Pose]]:
+    """Each image in one model only: COLMAP's models may overlap; an image stays in the first
+    (largest) model that has it, and models left smaller than ``min_size`` are dropped."""
+    taken: set = set()
+    out = []
+    for m in models:
+        m = {k: v for k, v in m.items() if k not in taken}
+        if len(m) >= min_size:
+            out.append(m)
+            taken |= set(m)
+    return out
 
 
 def reconstruct_cluster(names: Sequence[str], database_path: Path | str, image_dir: Path | str,
@@ -85,8 +98,8 @@ def reconstruct_cluster(names: Sequence[str], database_path: Path | str, image_d
     mapped = colmap.run_mapper(database_path, image_dir, out_dir, names, conf)
     if mode == "seeded" and len(pred) >= 3:
         return _seeded(database_path, names, pred, mapped, conf)
-    return ClusterResult([colmap.poses_of(r) for r in mapped], "colmap",
-                         {"registered": float(sum(r.num_reg_images() for r in mapped))})
+    models = disjoint([colmap.poses_of(r) for r in mapped], conf["min_model_size"])
+    return ClusterResult(models, "colmap", {"registered": float(sum(map(len, models)))})
 
 
 main = reconstruct_cluster
