@@ -30,9 +30,9 @@ NOTEBOOK = Path("notebooks") / "kaggle_submission.ipynb"
 NEVER_CARRIED = ("pip", "setuptools", "wheel")  # pip's own tooling is always there
 
 
-def _git_commit(root: Path) -> Optional[str]:
-    proc = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
-    return proc.stdout.strip() or None if proc.returncode == 0 else None
+def _git(root: Path, *args: str) -> Optional[str]:
+    proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 def _prepare_out(out: Path, force: bool) -> None:
@@ -108,7 +108,8 @@ def build_bundle(out: Path, target: Optional[Target] = None, checkpoints: Sequen
     manifest = {
         "memposer_version": own.version,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "git_commit": _git_commit(root),
+        "git_commit": _git(root, "rev-parse", "HEAD"),
+        "git_dirty": bool(_git(root, "status", "--porcelain", "--", "memposer", "configs", "setup.cfg")),
         "target": target.describe(),
         "install": f"pip install --no-index --find-links <BUNDLE>/wheels memposer=={own.version}",
         "wheels": [{"name": d.name, "version": d.version, **_entry(p, out)}

@@ -26,6 +26,7 @@ def test_manifest_carries_what_kaggle_lacks_and_pins_what_was_tested(bundle):
     left = {e["name"]: e for e in m["left_to_kaggle"]}
     assert left["torch"]["version_here"] == md.version("torch") and "memposer" in left["torch"]["required_by"]
     assert m["memposer_version"] == wheels["memposer"]["version"] == md.version("memposer")
+    assert len(m["git_commit"]) == 40 and isinstance(m["git_dirty"], bool)
     assert m["dinov2"] == "/kaggle/input/dinov2/vits14.pth" and not any(bundle.rglob("*.pth"))
     files = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
     listed = {e["file"] for key in ("wheels", "configs") for e in m[key]}
