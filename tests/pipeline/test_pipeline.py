@@ -19,8 +19,8 @@ from memposer.pipeline.reconstruction import reconstruct_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 # Small and fast on 2 cores: few keypoints, a short shortlist, COLMAP single-threaded (reproducible).
-FAST = ["--config", "cpu", "--num-threads", "1", "--quiet", "features.max_num_keypoints=256",
-        "pairs.exhaustive_below=8", "pairs.k=5"]
+FAST = ["--config", "cpu", "--num-threads", "1", "--quiet",
+        "pairs.exhaustive_below=8", "pairs.k=6"]
 
 
 def infer(data: Path, out: Path, work: Path, *extra: str, **kw) -> subprocess.CompletedProcess:
