@@ -71,7 +71,7 @@ train() {  # name, extra overrides...
   local name=$1; shift
   stamp "train $name"
   rm -rf "outputs/$name"
-  python3 train.py --config configs/train_synth.yaml "data.root=[$ROOTS]" output_dir="outputs/$name" \
+  OMP_NUM_THREADS=${TRAIN_THREADS:-4} python3 train.py --config configs/train_synth.yaml "data.root=[$ROOTS]" output_dir="outputs/$name" \
     export="$OUT/memposer_synth_$name.ckpt" $TRAIN_HW $EXTRA "$@" > "$WORK/train_$name.log" 2>&1
   echo "rc=$?"
   grep -E "throughput|exported|Error|error|scenes:" "$WORK/train_$name.log" | tail -8
@@ -80,8 +80,8 @@ train() {  # name, extra overrides...
   cp outputs/$name/metrics.json "$WORK/final_$name.json" 2>/dev/null
   pack
 }
-has ddp2 && train ddp2 $DDP_HW trainer.max_time=$MAXTIME_DDP
-has gpu1 && train gpu1 trainer.max_time=$MAXTIME_1
+has ddp2 && train ${NAME_DDP:-ddp2} $DDP_HW trainer.max_time=$MAXTIME_DDP
+has gpu1 && train ${NAME_1:-gpu1} trainer.max_time=$MAXTIME_1
 
 pack
 ls -la "$OUT"
