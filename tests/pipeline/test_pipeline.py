@@ -141,7 +141,7 @@ def test_seeded_reconstruction_on_the_pipeline_database(competition, first_run, 
     model = res.models[0]
     assert len(model) >= len(names) - 1
     def rel_rot_err(get_R):
-        errs = [rotation_error(get_R(a).T @ get_R(b), gt[a][0].T @ gt[b][0])
+        errs = [rotation_error(get_R(b) @ get_R(a).T, gt[b][0] @ gt[a][0].T)  # gauge-free relative rotations
                 for i, a in enumerate(names) for b in names[i + 1:] if a in model and b in model]
         return float(np.median(errs))
 
