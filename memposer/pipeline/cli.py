@@ -114,12 +114,13 @@ def score(labels: Tuple[Path, Path], args: argparse.Namespace, res) -> None:
 
     gt, ths, sub = load(labels[0], labels[1], args.out)
     datasets = {r.dataset for r in res.records}  # only what ran (--datasets may pick a subset)
-    result = score_submission([r for r in gt if r.dataset in datasets], sub, ths)
+    gt = [r for r in gt if r.dataset in datasets]
+    result = score_submission(gt, sub, ths)
     print(f"\nscore against {labels[0]}:")
     print(format_summary(result))
     if args.report:
         from memposer.report import write_report  # noqa: PLC0415
-        index = write_report(labels[0], labels[1], args.out, args.report, views=res.views)
+        index = write_report(gt, ths, sub, args.report, views=res.views, result=result)
         print(f"report: {index}")
 
 

@@ -21,6 +21,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--datasets", type=int, help="override the number of datasets per split")
     p.add_argument("--long-side", type=int, help="override the image size (pixels of the longer side)")
     p.add_argument("--overwrite", action="store_true", help="replace data already in --out")
+    p.add_argument("--workers", type=int, default=1, help="datasets rendered in parallel processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -30,7 +31,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         conf = load_conf(args.preset, **over)
         out = generate_competition(args.out, conf, seed=args.seed, split=args.split,
-                                   progress=not args.quiet, overwrite=args.overwrite)
+                                   progress=not args.quiet, overwrite=args.overwrite,
+                                   workers=args.workers)
     except (ValueError, FileExistsError, OSError) as e:
         log.error("%s", e)
         return 2

@@ -13,6 +13,8 @@ import logging
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from concurrent.futures import ProcessPoolExecutor
+
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
@@ -51,43 +53,64 @@ def _write_intrinsics(rows: List[list], path: Path) -> None:
         w.writerows(rows)
 
 
-def generate_split(out_dir: Path, split: str, conf: dict, seed: int, progress: bool = True) -> dict:
-    """Render one split under ``out_dir/<split>/``; returns its records, thresholds and intrinsics."""
+def render_dataset(out_dir: Path, split: str, sconf: dict, seed: int, d: int, plan: dict, bar=None) -> dict:
+    """Render and save dataset ``d`` of a split; its records, thresholds and intrinsics rows."""
+    split_id = SPLITS.index(split)
+    dataset = f"{plan['family']}_{plan['style']}_{d:02d}"
+    records: List[PoseRecord] = []
+    thresholds: Dict[str, List[float]] = {}
+    intr: List[list] = []
+    views = []  # (scene name, image, K, R or None, t or None)
+    for k, spec in enumerate(plan["scenes"]):
+        res = render_scene(spec, _rng(seed, split_id, d, k), sconf)
+        name = f"{spec['family']}_{spec['style']}_{chr(ord('a') + k)}"
+        thresholds[name] = res["thresholds"]
+        views += [(name, im, K, R, t) for im, K, R, t in zip(res["images"], res["K"], res["R"], res["t"])]
+        if bar is not None:
+            bar.update(len(res["images"]))
+    for j, spec in enumerate(plan["outliers"]):
+        res = render_scene(spec, _rng(seed, split_id, d, 1000 + j), sconf)
+        views.append((OUTLIER_SCENE, res["images"][0], res["K"][0], None, None))
+        if bar is not None:
+            bar.update(1)
+    folder = out_dir / split / dataset
+    folder.mkdir(parents=True, exist_ok=True)
+    order = _rng(seed, split_id, d, 9999).permutation(len(views))  # names must not reveal the scene
+    for i, v in enumerate(order):
+        scene, im, K, R, t = views[v]
+        image = f"img_{i + 1:04d}.png"
+        Image.fromarray(im).save(folder / image)
+        records.append(PoseRecord(dataset, scene, image, R, t))
+        intr.append([dataset, image, im.shape[1], im.shape[0], *(repr(float(x)) for x in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))])
+    return dict(dataset=dataset, records=records, thresholds=thresholds, intrinsics=intr)
+
+
+def generate_split(out_dir: Path, split: str, conf: dict, seed: int, progress: bool = True, workers: int = 1) -> dict:
+    """Render one split under ``out_dir/<split>/``; returns its records, thresholds and intrinsics.
+
+    ``workers`` > 1 renders datasets in parallel processes; the files are the same either way.
+    """
     split_id = SPLITS.index(split)
     sconf = load_conf({**{k: v for k, v in conf.items() if k != "test"}, **(conf.get("test") or {})}) if split == "test" else conf
     plans = [plan_dataset(sconf, _rng(seed, split_id, d)) for d in range(int(sconf["datasets"]))]
     total = sum(s["n_images"] for p in plans for s in p["scenes"] + p["outliers"])
-    records: List[PoseRecord] = []
-    thresholds: Dict[str, Dict[str, List[float]]] = {}
-    intr: List[list] = []
     with tqdm(total=total, desc=f"synthetic {split}", unit="img", disable=not progress) as bar:
-        for d, plan in enumerate(plans):
-            dataset = f"{plan['family']}_{plan['style']}_{d:02d}"
-            views = []  # (scene name, image, K, R or None, t or None)
-            for k, spec in enumerate(plan["scenes"]):
-                res = render_scene(spec, _rng(seed, split_id, d, k), sconf)
-                name = f"{spec['family']}_{spec['style']}_{chr(ord('a') + k)}"
-                thresholds.setdefault(dataset, {})[name] = res["thresholds"]
-                views += [(name, im, K, R, t) for im, K, R, t in zip(res["images"], res["K"], res["R"], res["t"])]
-                bar.update(len(res["images"]))
-            for j, spec in enumerate(plan["outliers"]):
-                res = render_scene(spec, _rng(seed, split_id, d, 1000 + j), sconf)
-                views.append((OUTLIER_SCENE, res["images"][0], res["K"][0], None, None))
-                bar.update(1)
-            folder = out_dir / split / dataset
-            folder.mkdir(parents=True, exist_ok=True)
-            order = _rng(seed, split_id, d, 9999).permutation(len(views))  # names must not reveal the scene
-            for i, v in enumerate(order):
-                scene, im, K, R, t = views[v]
-                image = f"img_{i + 1:04d}.png"
-                Image.fromarray(im).save(folder / image)
-                records.append(PoseRecord(dataset, scene, image, R, t))
-                intr.append([dataset, image, im.shape[1], im.shape[0], *(repr(float(x)) for x in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))])
-    return dict(records=records, thresholds=thresholds, intrinsics=intr)
+        if workers > 1 and len(plans) > 1:
+            with ProcessPoolExecutor(min(workers, len(plans))) as pool:
+                jobs = [pool.submit(render_dataset, out_dir, split, sconf, seed, d, p) for d, p in enumerate(plans)]
+                parts = []
+                for job, p in zip(jobs, plans):
+                    parts.append(job.result())
+                    bar.update(sum(s["n_images"] for s in p["scenes"] + p["outliers"]))
+        else:
+            parts = [render_dataset(out_dir, split, sconf, seed, d, p, bar) for d, p in enumerate(plans)]
+    return dict(records=[r for p in parts for r in p["records"]],
+                thresholds={p["dataset"]: p["thresholds"] for p in parts},
+                intrinsics=[row for p in parts for row in p["intrinsics"]])
 
 
 def generate_competition(out_dir: Path | str, conf: Optional[dict | str] = "demo", seed: int = 0,
-                         split: str = "both", progress: bool = True, overwrite: bool = False) -> Path:
+                         split: str = "both", progress: bool = True, overwrite: bool = False, workers: int = 1) -> Path:
     """Render synthetic IMC2025 data with exact poses into ``out_dir``; returns ``out_dir``.
 
     ``conf`` is a preset name (``configs/synthetic/<name>.yaml``), a YAML path or a dict of overrides.
@@ -106,7 +129,7 @@ def generate_competition(out_dir: Path | str, conf: Optional[dict | str] = "demo
         if (out_dir / s).exists():
             for old in (out_dir / s).glob("*/img_*.png"):  # overwrite: stale images from a bigger run
                 old.unlink()
-        res = generate_split(out_dir, s, conf, seed, progress)
+        res = generate_split(out_dir, s, conf, seed, progress, workers)
         if s == "train":
             write_poses(res["records"], out_dir / "train_labels.csv")
             write_thresholds(res["thresholds"], out_dir / "train_thresholds.csv")
