@@ -13,7 +13,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/hardw
 nproc | tee -a "$OUT/hardware.txt"
 start=$(date +%s)
 if [ ! -f /tmp/bench/data/test_labels.csv ]; then
-  python3 -m memposer.data.synthetic --out /tmp/bench/data --preset benchmark --seed 0 --split test --quiet
+  python3 -m memposer.data.synthetic --out /tmp/bench/data --preset benchmark --seed 0 --split test --quiet --workers 8
   echo "synthetic benchmark generated in $(( $(date +%s) - start )) s" | tee -a "$OUT/pipeline.log"
 fi
 python3 benchmarks/pipeline.py --out /tmp/bench --variants "$variants" "$@" 2>&1 | grep -v "^[IW]2026" | tee -a "$OUT/pipeline.log"
