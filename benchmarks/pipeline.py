@@ -57,6 +57,7 @@ def run_variant(a: argparse.Namespace, name: str) -> dict:
         "clusterness": sum(d.clusterness for d in ds) / len(ds),
         "pairs": sum(len(v["shortlisted"]) for v in res.views.values()),
         "verified": sum(len(v["verified"]) for v in res.views.values()),
+        "failed": res.failed,
         "paths": {ds: sorted(p.values()).count("seeded") for ds, p in res.paths.items()},
         **summary_counts(res.records), "wall_s": wall, "timings": dict(res.timings),
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
@@ -112,6 +113,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if res.returncode or not line:
             print(res.stderr[-3000:], file=sys.stderr)
             return 1
+        for err in [ln for ln in res.stderr.splitlines() if " ERROR " in ln][:5]:
+            print(f"{name}: {err}", file=sys.stderr)
         rows.append(json.loads(line[0][len("RESULT "):]))
         print(f"{name}: score {rows[-1]['score']:.3f} in {rows[-1]['wall_s']:.0f} s", flush=True)
     (a.out / "results.json").write_text(json.dumps(rows, indent=1))
