@@ -25,7 +25,8 @@ def root(tmp_path_factory):
 def common(root, out):
     return ["model=tiny", f"data.root={root}", "logger=csv", "trainer.accelerator=cpu", "trainer.precision=32-true",
             "data.num_workers=0", "data.frames=[2,4]", "data.batch_size=2", "trainer.enable_progress_bar=false",
-            "trainer.enable_model_summary=false", f"output_dir={out}", "data.val_fraction=0.25"]
+            "trainer.enable_model_summary=false", f"output_dir={out}", "data.val_fraction=0.25",
+            f"export={out}/model.ckpt"]  # never the repo's checkpoints/ (a test must not overwrite a user's model)
 
 
 def train(*args, timeout=300, wandb_mode="disabled"):
