@@ -3,6 +3,8 @@
 Below ``exhaustive_below`` images every pair is matched. Above it each image keeps its ``k``
 nearest neighbours by global-descriptor similarity, plus up to ``max_k`` neighbours above
 ``min_similarity``; similarities are computed in row blocks, so memory and pair count stay O(n k).
+When a dataset is known to be a video or sequence (``sequence_window``), consecutive frames are
+added as pairs too: sequence continuity lives here and in the training loss, never in the decoder.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ default_conf = {
     "min_similarity": None,  # also keep neighbours above this cosine similarity (None: off)
     "max_k": 30,
     "block": 1024,  # rows of the similarity matrix computed at once
+    "sequence_window": 0,  # > 0: images are a sequence in name order; also pair each with its next w
 }
 
 Pair = Tuple[int, int]
@@ -30,9 +33,9 @@ def shortlist_pairs(desc: np.ndarray, conf: Optional[dict] = None) -> List[Pair]
         return []
     if n < conf["exhaustive_below"]:
         return list(combinations(range(n), 2))
+    pairs = set(sequence_pairs(n, int(conf["sequence_window"])))
     k = min(int(conf["k"]), n - 1)
     max_k = min(max(int(conf["max_k"]), k), n - 1)
-    pairs = set()
     for start in range(0, n, conf["block"]):
         sim = desc[start:start + conf["block"]] @ desc.T
         rows = np.arange(len(sim))
@@ -49,6 +52,11 @@ def shortlist_pairs(desc: np.ndarray, conf: Optional[dict] = None) -> List[Pair]
             i, j = start + int(r), int(top[r, c])
             pairs.add((min(i, j), max(i, j)))
     return sorted(pairs)
+
+
+def sequence_pairs(n: int, window: int) -> List[Pair]:
+    """Consecutive frames of a sequence (names sorted = time order): ``(i, i+1) ... (i, i+window)``."""
+    return [(i, j) for i in range(n) for j in range(i + 1, min(n, i + window + 1))]
 
 
 main = shortlist_pairs

@@ -81,3 +81,13 @@ def test_vlad_is_deterministic_and_separates_scenes():
     within = min(sim[0, 1], sim[0, 2], sim[3, 4], sim[3, 5])
     across = max(sim[i, j] for i in range(3) for j in range(3, 6))
     assert within > across
+
+
+def test_sequence_window_adds_consecutive_frames_only_when_asked():
+    rng = np.random.default_rng(2)
+    desc = _unit(rng.normal(size=(40, 16)))  # unrelated descriptors: retrieval alone links at random
+    plain = shortlist_pairs(desc, {"exhaustive_below": 2, "k": 2, "max_k": 2})
+    seq = shortlist_pairs(desc, {"exhaustive_below": 2, "k": 2, "max_k": 2, "sequence_window": 2})
+    assert set(plain) <= set(seq)
+    assert {(i, i + 1) for i in range(39)} | {(i, i + 2) for i in range(38)} <= set(seq)
+    assert set(seq) - set(plain) <= {(i, j) for i in range(40) for j in (i + 1, i + 2)}
