@@ -45,7 +45,7 @@ default_conf = {
     "strict_cf": -1.0,        # skip triplets of cameras within strict_cf * th for the best model
     "skip_top_thresholds": 2,  # smallest thresholds left out of mAA
     "to_dec": 3,              # cameras of the minimal model, not counted
-    "chunk": 4096,            # triplets evaluated at once by the fast search
+    "chunk": 32768,           # triplets evaluated at once by the fast search
 }
 _EPS = np.finfo(np.float64).eps
 
@@ -148,14 +148,19 @@ def _sq_err_pairs(A, t, X, G, bi: np.ndarray, ji: np.ndarray) -> np.ndarray:
 
 
 def _fit(masks: np.ndarray, X: np.ndarray, G: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """One least-squares similarity per inlier mask (K, n)."""
+    """One least-squares similarity per inlier mask (K, n), batched by inlier count."""
     K = len(masks)
     A, t = np.empty((K, 3, 3)), np.empty((K, 3))
     counts = masks.sum(1)
-    for k in np.unique(counts):
-        rows = np.nonzero(counts == k)[0]
-        idx = np.nonzero(masks[rows])[1].reshape(len(rows), k)
+    order = np.argsort(counts, kind="stable")
+    cols = np.flatnonzero(masks[order]) % masks.shape[1]  # inlier indices, row after row in ``order``
+    ks, sizes = np.unique(counts[order], return_counts=True)
+    row = off = 0
+    for k, m in zip(ks.tolist(), sizes.tolist()):
+        rows = order[row:row + m]
+        idx = cols[off:off + m * k].reshape(m, k)
         A[rows], t[rows] = _kabsch(X[idx], G[idx])
+        row, off = row + m, off + m * k
     return A, t
 
 
@@ -269,15 +274,16 @@ def _register_reference(pred: np.ndarray, gt: np.ndarray, thresholds, inl_cf: fl
 
 
 def _triplet_chunks(n: int, chunk: int):
-    """All triplets i < j < k in lexicographic order, in blocks of about ``chunk`` rows."""
-    iu, ju = np.triu_indices(n, 1)  # pairs (j, k), j < k, lexicographic
-    start, block = 0, []
+    """All triplets i < j < k in lexicographic order, in blocks of ``chunk`` rows (the last may be
+    shorter); small blocks keep the (block, n) work arrays in cache."""
+    jj, kk = np.triu_indices(n, 1)  # pairs (j, k), j < k, lexicographic
+    start_of = np.searchsorted(jj, np.arange(n))  # pairs with j > i start at start_of[i + 1]
+    start, buf = 0, np.zeros((0, 3), int)
     for i in range(n - 2):
-        sel = iu > i
-        block.append(np.column_stack([np.full(sel.sum(), i), iu[sel], ju[sel]]))
-        if sum(len(b) for b in block) >= chunk or i == n - 3:
-            tri = np.concatenate(block)
-            block = []
+        s = start_of[i + 1]
+        buf = np.concatenate([buf, np.column_stack([np.full(len(jj) - s, i), jj[s:], kk[s:]])])
+        while len(buf) >= chunk or (i == n - 3 and len(buf)):
+            tri, buf = buf[:chunk], buf[chunk:]
             yield start, tri
             start += len(tri)
 
@@ -300,51 +306,94 @@ class _Screen:
         self.xmax = np.linalg.norm(X, axis=1).max()
         self.gmax = np.linalg.norm(G[gfin], axis=1).max() if gfin.any() else 0.0
 
-    def levels(self, A: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """(B, n) number of thresholds each camera fails (``err^2 >= th^2``), exactly as
-        :func:`_sq_err` would give; camera j is an inlier at sorted threshold q iff level <= q."""
+    def levels(self, A: np.ndarray, t: np.ndarray, rank: np.ndarray, block: int = 2048):
+        """Levels, inlier counts and error-sum lower bounds of (B,) models.
+
+        Levels (B, n): number of thresholds each camera fails (``err^2 >= th^2``), exactly as
+        :func:`_sq_err` would give; camera j is an inlier at sorted threshold q iff level <= q.
+        Counts (B, r): inliers per threshold, thresholds in their given order (``rank``: position of
+        each once sorted). Bounds (B,): lower bounds on ``_sq_err(A, t, X, G).sum(-1)`` (see
+        :meth:`_sum_lower_bound`), -inf for non-finite models. Works in blocks of ``block`` models
+        so that the (block, n) temporaries stay in cache."""
+        n = self.F.shape[1]
+        L, counts, lb = np.empty((len(A), n), np.int8), np.empty((len(A), len(rank)), int), np.empty(len(A))
+        for s in range(0, len(A), block):
+            L[s:s + block], lb[s:s + block] = self._levels(A[s:s + block], t[s:s + block])
+            counts[s:s + block] = _counts(L[s:s + block], rank)
+        return L, counts, lb
+
+    def _levels(self, A: np.ndarray, t: np.ndarray):
         B, n, th2 = len(A), self.F.shape[1], self.th2s
         out = np.full((B, n), len(th2), np.int8)
+        lb = np.full(B, -np.inf)
         fin = np.isfinite(A).all((1, 2)) & np.isfinite(t).all(1)
         # a non-finite model gives non-finite errors everywhere: no inliers
         A, t, rows = A[fin], t[fin], np.nonzero(fin)[0]
         if not len(rows):
-            return out
+            return out, lb
         tc = t + _apply(A, np.broadcast_to(self.cx, t.shape)) - self.cg
         P = np.einsum("bki,bkj->bij", A, A)
         Atc = np.einsum("bki,bk->bi", A, tc)
         coef = np.concatenate([
             P[:, [0, 1, 2], [0, 1, 2]], 2 * P[:, [0, 0, 1], [1, 2, 2]], 2 * Atc, -2 * A.reshape(-1, 9),
             -2 * tc, (tc ** 2).sum(1, keepdims=True), np.ones((len(A), 1))], 1)
-        E = coef @ self.F
+        E = _rowwise_gemm(coef, self.F)
         # error bound: GEMM rounding on centred data + rounding of the exact kernel on raw data
         nA = np.linalg.norm(A.reshape(-1, 9), axis=1)
         mag_c = nA * self.xmax_c + np.linalg.norm(tc, axis=1) + self.gmax_c
         delta = 64 * _EPS * (nA * self.xmax + np.linalg.norm(t, axis=1) + self.gmax)
+        lb[rows] = self._sum_lower_bound(E, 1e3 * _EPS * mag_c ** 2, delta)
         th = np.sqrt(th2)
         tol = 1e3 * _EPS * mag_c[:, None] ** 2 + 4 * delta[:, None] * (2 * th + delta[:, None])  # (b, r)
         safe = ((tol < 0.5 * th2) & (16 * delta[:, None] < th)).all(1)
         tol_b = tol.max(1)[:, None]
         L2 = np.zeros(E.shape, np.int8)  # 2 * level where decided, odd where within tol of a threshold
+        ge = np.empty(E.shape, bool)
         with np.errstate(invalid="ignore"):
             for v in th2:
-                L2 += E >= v - tol_b
-                L2 += E >= v + tol_b
+                L2 += np.greater_equal(E, v - tol_b, out=ge).view(np.int8)
+                L2 += np.greater_equal(E, v + tol_b, out=ge).view(np.int8)
             L2[np.isnan(E)] = 2 * len(th2)
-        amb = (L2 & 1).astype(bool)
+        amb = np.bitwise_and(L2, 1, out=ge.view(np.int8)).view(bool)
         amb[~safe] = True
-        L = L2 >> 1
+        L = np.right_shift(L2, 1, out=L2)
         bi, ji = np.nonzero(amb)
         if len(bi):
             e = _sq_err_pairs(A, t, self.X, self.G, bi, ji)
             with np.errstate(invalid="ignore"):
                 L[bi, ji] = (e[:, None] >= th2).sum(1) + np.isnan(e) * len(th2)
         out[rows] = L
-        return out
+        return out, lb
+
+    @staticmethod
+    def _sum_lower_bound(E: np.ndarray, T1: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        """Lower bounds on the rounded sums of the exact kernel's squared errors, from the GEMM ones.
+
+        Per entry ``|E - |d_c|^2| <= T1`` (GEMM rounding) and the kernel's error vector is within
+        ``delta`` of ``d_c``, so ``e >= (1 - 4 eps) (u - delta)_+^2 >= (1 - 4 eps)(u^2 - 2 delta u)``
+        with ``u^2 = (E - T1)_+``; ``sum u <= sqrt(n sum u^2)`` (Cauchy-Schwarz). Rounding of both
+        sums is covered by a relative ``4 n eps`` and the constants are doubled for slack.
+        NaN/inf errors give a NaN bound, which never prunes anything."""
+        n = E.shape[1]
+        with np.errstate(invalid="ignore", over="ignore"):
+            SE = E.sum(1)
+            aSE = np.abs(SE) + 4 * n * T1
+            slack = 4 * n * T1 + 4 * delta * np.sqrt(n * aSE) + 8 * n * _EPS * aSE
+            return SE - slack
+
+
+def _rowwise_gemm(a: np.ndarray, b: np.ndarray, rows: int = 32) -> np.ndarray:
+    """``a @ b`` for a tall ``a`` as a stack of small products: each is below OpenBLAS's threading
+    threshold, which is several times faster than one threaded GEMM with a small inner dimension
+    on a busy machine. The rounding changes, which the callers' error bounds allow for."""
+    m = len(a)
+    pad = np.zeros((-m % rows, a.shape[1]))
+    stacked = np.concatenate([a, pad]).reshape(-1, rows, a.shape[1])
+    return np.matmul(stacked, b).reshape(-1, b.shape[1])[:m]
 
 
 def register(pred: np.ndarray, gt: np.ndarray, thresholds, inl_cf: float = 0.0, strict_cf: float = -1.0,
-             chunk: int = 4096) -> Registration:
+             chunk: int = 32768) -> Registration:
     """Align predicted camera centres (n, 3) to true ones with the organisers' triplet search.
 
     Gives the same models as :func:`_register_reference` (the plain O(n^3)-iteration loop) but
@@ -362,83 +411,117 @@ def register(pred: np.ndarray, gt: np.ndarray, thresholds, inl_cf: float = 0.0, 
     if n < 3:
         return _finish(valid, X, G, th, st, {})
     screen = _Screen(X, G, th2)
-    ids: Dict[bytes, int] = {}
     store = _ModelStore(X, G, r)
     for _, tri in _triplet_chunks(n, chunk):
         A, t = _horn(X[tri], G[tri])
-        L = screen.levels(A, t)                                         # (B, n)
-        B = len(tri)
-        hist = np.bincount((np.arange(B)[:, None] * (r + 1) + L).ravel(), minlength=B * (r + 1))
-        no_inl = np.cumsum(hist.reshape(B, r + 1), 1)[:, rank]          # (B, r) inliers per threshold
+        L, no_inl, _ = screen.levels(A, t, rank)                        # (B, n), (B, r)
         first = np.ones(no_inl.shape, bool)  # the set differs from those at all smaller threshold indices
         for q in range(1, r):                # (sets are nested, so equal sets <=> equal counts)
             first[:, q] = (no_inl[:, q, None] != no_inl[:, :q]).all(1)
         cb, cq = np.nonzero(first & (no_inl > 2))
-        if not len(cb):
-            continue
-        packed = np.packbits(L[cb] <= rank[cq][:, None], axis=1)
-        uniq, first_row, inv = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).ravel(),
-                                         return_index=True, return_inverse=True)
-        uid = np.empty(len(uniq), int)
-        new = []
-        for u, key in enumerate(x.tobytes() for x in uniq):
-            m = ids.get(key)
-            if m is None:
-                m = ids[key] = len(ids)
-                new.append(u)
-            uid[u] = m
-        if new:
-            rows = first_row[new]
-            store.add(L[cb[rows]] <= rank[cq[rows]][:, None], screen, rank)
-        mid = uid[inv.ravel()]
-        cand_ninl = no_inl[cb, cq]
-        pos = 0
-        while pos < len(cb):
-            # eligibility and "would improve" under the current state, for all remaining candidates
-            b, q, m = cb[pos:], cq[pos:], mid[pos:]
-            elig = ~st.strict_all[tri[b]].all(1) & (cand_ninl[pos:] > st.n_inl[q] * inl_cf)
-            maybe = elig & (store.n_inl[m] >= st.n_inl).any(1)
-            store.exact_sums(m[maybe])
-            hit = maybe & st.better(store.n_inl[m], store.sum[m]).any(1)
-            if not hit.any():
-                break
-            h = pos + int(np.argmax(hit))
-            end = h
-            while end < len(cb) and cb[end] == cb[h]:
-                end += 1
-            # replay this triplet in order; eligibility uses the state from before the triplet
-            for e in range(h, end):
-                if elig[e - pos]:
-                    me = mid[e]
-                    store.exact_sums(np.array([me]))
-                    upd = st.better(store.n_inl[me], store.sum[me])
-                    if upd.any():
-                        st.update(upd, me, store.n_inl[me], store.sum[me], store.sq_err(me), tri[cb[h]], th, strict_cf)
-            pos = end
+        if len(cb):
+            mid = store.ids(L[cb] <= rank[cq][:, None], screen, rank)
+            _replay(st, store, tri, cb, cq, mid, no_inl[cb, cq], th, inl_cf, strict_cf)
     models = {m: (store.A[m], store.t[m], store.mask(m)) for m in set(st.model[st.model >= 0].tolist())}
     return _finish(valid, X, G, th, st, models)
 
 
+def _counts(L: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """(B, r) inliers per threshold from the (B, n) levels of :meth:`_Screen.levels`."""
+    B, r = len(L), len(rank)
+    hist = np.bincount((np.arange(B)[:, None] * (r + 1) + L).ravel(), minlength=B * (r + 1))
+    return np.cumsum(hist.reshape(B, r + 1), 1)[:, rank]
+
+
+def _replay(st: _State, store: "_ModelStore", tri, cb, cq, mid, cand_ninl, th, inl_cf, strict_cf) -> None:
+    """Apply, in the reference's order, the updates of a block's candidates (triplet ``cb``,
+    threshold ``cq``, refined model ``mid``): jump to the next candidate that beats the state, then
+    replay its whole triplet sequentially (eligibility uses the state from before the triplet)."""
+    pos = 0
+    while pos < len(cb):
+        # eligibility and "would improve" under the current state, for all remaining candidates
+        b, q, m = cb[pos:], cq[pos:], mid[pos:]
+        elig = ~st.strict_all[tri[b]].all(1) & (cand_ninl[pos:] > st.n_inl[q] * inl_cf)
+        n_ref = store.n_inl[m]
+        # an exact error sum is needed only where the count wins, or ties and the sum's lower
+        # bound does not already lose (NaN bounds never prune)
+        with np.errstate(invalid="ignore"):
+            tie_open = (n_ref == st.n_inl) & ~(store.lb[m][:, None] >= st.err_sum)
+        need = elig & ((n_ref > st.n_inl) | tie_open).any(1)
+        store.exact_sums(m[need])
+        hit = need & st.better(n_ref, store.sum[m]).any(1)
+        if not hit.any():
+            break
+        h = pos + int(np.argmax(hit))
+        end = h
+        while end < len(cb) and cb[end] == cb[h]:
+            end += 1
+        for e in range(h, end):
+            if elig[e - pos]:
+                me = mid[e]
+                store.exact_sums(np.array([me]))
+                upd = st.better(store.n_inl[me], store.sum[me])
+                if upd.any():
+                    st.update(upd, me, store.n_inl[me], store.sum[me], store.sq_err(me), tri[cb[h]], th, strict_cf)
+        pos = end
+
+
 class _ModelStore:
-    """Refined models by id: parameters, exact inlier counts, and error sums computed on demand."""
+    """Refined models by inlier mask: parameters, exact inlier counts, lower bounds on the error
+    sums, and exact error sums computed on demand.
+
+    A refined model depends only on its mask, so each distinct mask is refined once. Masks are
+    found by a 64-bit hash and then compared byte for byte; a hash collision only costs a second
+    refinement of an equal model (same id rules as the reference: any id of the mask gives the
+    same A, t and mask)."""
 
     def __init__(self, X: np.ndarray, G: np.ndarray, r: int):
-        self.X, self.G = X, G
+        self.X, self.G, self.size = X, G, 0
+        nb = (len(X) + 7) // 8
         self.A, self.t = np.zeros((0, 3, 3)), np.zeros((0, 3))
-        self.n_inl, self.sum = np.zeros((0, r), int), np.zeros(0)
+        self.n_inl, self.sum, self.lb = np.zeros((0, r), int), np.zeros(0), np.zeros(0)
         self.known = np.zeros(0, bool)
-        self.packed = np.zeros((0, (len(X) + 7) // 8), np.uint8)
+        self.packed = np.zeros((0, nb), np.uint8)
+        self.by_hash: Dict[int, int] = {}
+        self.mult = np.random.default_rng(0).integers(1, 2 ** 63, (nb + 7) // 8, np.uint64) * np.uint64(2) + np.uint64(1)
 
-    def add(self, masks: np.ndarray, screen: "_Screen", rank: np.ndarray) -> None:
+    def _hash(self, packed: np.ndarray) -> List[int]:
+        words = np.zeros((len(packed), 8 * len(self.mult)), np.uint8)
+        words[:, :packed.shape[1]] = packed
+        return (words.view(np.uint64) * self.mult).sum(1).tolist()  # wraps modulo 2^64
+
+    def ids(self, masks: np.ndarray, screen: "_Screen", rank: np.ndarray) -> np.ndarray:
+        """Model id of each (K, n) inlier mask; masks never seen before are refined and stored."""
+        packed = np.packbits(masks, axis=1)
+        uniq, first_row, inv = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).ravel(),
+                                         return_index=True, return_inverse=True)
+        rows = packed[first_row]                                          # (U, nb), distinct
+        keys = self._hash(rows)
+        found = np.array([self.by_hash.get(k, -1) for k in keys], int)
+        hit = found >= 0
+        hit[hit] = (self.packed[found[hit]] == rows[hit]).all(1)         # collisions count as new
+        new = np.nonzero(~hit)[0]
+        if len(new):
+            found[new] = self.size + np.arange(len(new))
+            for u in new.tolist():
+                self.by_hash.setdefault(keys[u], int(found[u]))
+            self._add(masks[first_row[new]], rows[new], screen, rank)
+        return found[inv.ravel()]
+
+    def _add(self, masks: np.ndarray, packed: np.ndarray, screen: "_Screen", rank: np.ndarray) -> None:
         A, t = _fit(masks, self.X, self.G)
-        L = screen.levels(A, t)
-        K, r = len(A), len(rank)
-        hist = np.bincount((np.arange(K)[:, None] * (r + 1) + L).ravel(), minlength=K * (r + 1))
-        self.n_inl = np.concatenate([self.n_inl, np.cumsum(hist.reshape(K, r + 1), 1)[:, rank]])
-        self.A, self.t = np.concatenate([self.A, A]), np.concatenate([self.t, t])
-        self.sum = np.concatenate([self.sum, np.full(K, np.nan)])
-        self.known = np.concatenate([self.known, np.zeros(K, bool)])
-        self.packed = np.concatenate([self.packed, np.packbits(masks, axis=1)])
+        _, counts, lb = screen.levels(A, t, rank)
+        K, a, b = len(A), self.size, self.size + len(A)
+        if b > len(self.A):  # grow geometrically: appending stays linear in the number of models
+            cap = max(b, 2 * len(self.A), 1024)
+            for name in ("A", "t", "n_inl", "sum", "lb", "known", "packed"):
+                old = getattr(self, name)
+                grown = np.zeros((cap,) + old.shape[1:], old.dtype)
+                grown[:a] = old[:a]
+                setattr(self, name, grown)
+        self.A[a:b], self.t[a:b], self.n_inl[a:b] = A, t, counts
+        self.sum[a:b], self.lb[a:b], self.known[a:b], self.packed[a:b] = np.nan, lb, False, packed
+        self.size = b
 
     def exact_sums(self, ids: np.ndarray) -> None:
         ids = np.unique(ids[~self.known[ids]])
