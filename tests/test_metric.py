@@ -117,6 +117,49 @@ def test_fast_register_equals_reference_medium_scene():
         _assert_same(register(X, G, TH, inl_cf, strict_cf, chunk=97), _register_reference(X, G, TH, inl_cf, strict_cf))
 
 
+
+def test_fast_register_equals_reference_60_cameras():
+    """A scene large enough for several screening blocks, many distinct inlier sets and pruned sums."""
+    rng = np.random.default_rng(60)
+    G = rng.normal(size=(60, 3)) * 10
+    X = _similar(G + rng.normal(size=G.shape) * 0.03, rng)
+    wild = rng.random(60) < 0.2
+    X[wild] = rng.normal(size=(wild.sum(), 3)) * 10
+    X[rng.random(60) < 0.1] = np.nan
+    ref = _register_reference(X, G, TH)
+    assert 3 < ref.n_inliers[0] < ref.n_inliers[-1] < 60  # noise and outliers both matter
+    for chunk in (32768, 1000):  # one block / blocks that split the triplets of one camera i
+        _assert_same(register(X, G, TH, chunk=chunk), ref)
+
+
+def test_mask_hash_collisions_only_cost_time(monkeypatch):
+    """Inlier sets are matched by hash, then byte for byte: colliding hashes must not merge sets."""
+    monkeypatch.setattr(metric._ModelStore, "_hash", lambda self, packed: [0] * len(packed))
+    rng = np.random.default_rng(11)
+    for _ in range(6):
+        X, G, th = _random_case(rng, "noisy")
+        _assert_same(register(X, G, th, chunk=7), _register_reference(X, G, th))
+
+
+def test_error_sum_lower_bound_holds_and_is_tight():
+    """The GEMM-based lower bound on a model's exact error sum, which lets the search skip exact sums."""
+    rng = np.random.default_rng(5)
+    for offset, noise in [(0.0, 0.01), (1e4, 0.01), (0.0, 0.0), (50.0, 3.0)]:
+        G = rng.normal(size=(80, 3)) * 10 + offset
+        X = _similar(G + rng.normal(size=G.shape) * noise, rng)
+        screen = metric._Screen(X, G, np.square(TH))
+        A, t = metric._horn(X[rng.integers(0, 80, (500, 3))], G[rng.integers(0, 80, (500, 3))])
+        A[:250], t[:250] = metric._fit(rng.random((250, 80)) < 0.7, X, G)  # good models too
+        _, _, lb = screen.levels(A, t, np.arange(len(TH)))
+        exact = metric._sq_err(A, t, X, G).sum(-1)
+        ok = np.isfinite(exact)
+        assert (lb[ok] <= exact[ok]).all()
+        assert np.isneginf(lb[~ok]).all()
+        big = ok & (exact > 1e-3)  # tight enough to separate near-best models' sums
+        assert (exact[big] - lb[big] <= 1e-4 * exact[big]).all()
+        assert big[:250].sum() > 100 or noise == 0
+
+
 def test_tiny_scenes():
     rng = np.random.default_rng(3)
     for n in range(0, 7):
