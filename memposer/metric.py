@@ -96,9 +96,13 @@ def _apply(A: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def _kabsch(src: np.ndarray, dst: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Least-squares rotation (SVD) with RMS-ratio scale for (K, k, 3) point sets, k >= 3."""
-    K, k, _ = src.shape
-    s = np.ascontiguousarray(src.transpose(0, 2, 1))  # (K, 3, k): sums run along the last axis
-    d = np.ascontiguousarray(dst.transpose(0, 2, 1))
+    # (K, 3, k): sums run along the last axis
+    return _kabsch_t(np.ascontiguousarray(src.transpose(0, 2, 1)), np.ascontiguousarray(dst.transpose(0, 2, 1)))
+
+
+def _kabsch_t(s: np.ndarray, d: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`_kabsch` of point sets given coordinate-major, (K, 3, k) C-contiguous."""
+    K, _, k = s.shape
     mu_s, mu_d = s.sum(-1) / k, d.sum(-1) / k
     cs, cd = s - mu_s[..., None], d - mu_d[..., None]
     C = (cd[:, :, None, :] * cs[:, None, :, :]).sum(-1)  # C[a, b] = sum dst_a src_b
@@ -155,11 +159,13 @@ def _fit(masks: np.ndarray, X: np.ndarray, G: np.ndarray) -> Tuple[np.ndarray, n
     order = np.argsort(counts, kind="stable")
     cols = np.flatnonzero(masks[order]) % masks.shape[1]  # inlier indices, row after row in ``order``
     ks, sizes = np.unique(counts[order], return_counts=True)
+    XT, GT = np.ascontiguousarray(X.T), np.ascontiguousarray(G.T)  # 1-D gathers are much faster
     row = off = 0
     for k, m in zip(ks.tolist(), sizes.tolist()):
         rows = order[row:row + m]
         idx = cols[off:off + m * k].reshape(m, k)
-        A[rows], t[rows] = _kabsch(X[idx], G[idx])
+        A[rows], t[rows] = _kabsch_t(np.stack([XT[a][idx] for a in range(3)], 1),
+                                     np.stack([GT[a][idx] for a in range(3)], 1))
         row, off = row + m, off + m * k
     return A, t
 
