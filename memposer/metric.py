@@ -348,7 +348,8 @@ class _Screen:
         nA = np.linalg.norm(A.reshape(-1, 9), axis=1)
         mag_c = nA * self.xmax_c + np.linalg.norm(tc, axis=1) + self.gmax_c
         delta = 64 * _EPS * (nA * self.xmax + np.linalg.norm(t, axis=1) + self.gmax)
-        lb[rows] = self._sum_lower_bound(E, 1e3 * _EPS * mag_c ** 2, delta)
+        SE = E.sum(1)  # non-finite iff the row has a NaN or inf entry (or overflows: harmless)
+        lb[rows] = self._sum_lower_bound(SE, n, 1e3 * _EPS * mag_c ** 2, delta)
         th = np.sqrt(th2)
         tol = 1e3 * _EPS * mag_c[:, None] ** 2 + 4 * delta[:, None] * (2 * th + delta[:, None])  # (b, r)
         safe = ((tol < 0.5 * th2) & (16 * delta[:, None] < th)).all(1)
@@ -359,7 +360,9 @@ class _Screen:
             for v in th2:
                 L2 += np.greater_equal(E, v - tol_b, out=ge).view(np.int8)
                 L2 += np.greater_equal(E, v + tol_b, out=ge).view(np.int8)
-            L2[np.isnan(E)] = 2 * len(th2)
+            bad = np.nonzero(~np.isfinite(SE))[0]
+            if len(bad):
+                L2[bad] = np.where(np.isnan(E[bad]), 2 * len(th2), L2[bad])
         amb = np.bitwise_and(L2, 1, out=ge.view(np.int8)).view(bool)
         amb[~safe] = True
         L = np.right_shift(L2, 1, out=L2)
@@ -368,21 +371,22 @@ class _Screen:
             e = _sq_err_pairs(A, t, self.X, self.G, bi, ji)
             with np.errstate(invalid="ignore"):
                 L[bi, ji] = (e[:, None] >= th2).sum(1) + np.isnan(e) * len(th2)
+        if len(rows) == B:
+            return L, lb
         out[rows] = L
         return out, lb
 
     @staticmethod
-    def _sum_lower_bound(E: np.ndarray, T1: np.ndarray, delta: np.ndarray) -> np.ndarray:
-        """Lower bounds on the rounded sums of the exact kernel's squared errors, from the GEMM ones.
+    def _sum_lower_bound(SE: np.ndarray, n: int, T1: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        """Lower bounds on the rounded sums of the exact kernel's squared errors from the row sums
+        ``SE`` of the n GEMM ones.
 
         Per entry ``|E - |d_c|^2| <= T1`` (GEMM rounding) and the kernel's error vector is within
         ``delta`` of ``d_c``, so ``e >= (1 - 4 eps) (u - delta)_+^2 >= (1 - 4 eps)(u^2 - 2 delta u)``
         with ``u^2 = (E - T1)_+``; ``sum u <= sqrt(n sum u^2)`` (Cauchy-Schwarz). Rounding of both
         sums is covered by a relative ``4 n eps`` and the constants are doubled for slack.
         NaN/inf errors give a NaN bound, which never prunes anything."""
-        n = E.shape[1]
         with np.errstate(invalid="ignore", over="ignore"):
-            SE = E.sum(1)
             aSE = np.abs(SE) + 4 * n * T1
             slack = 4 * n * T1 + 4 * delta * np.sqrt(n * aSE) + 8 * n * _EPS * aSE
             return SE - slack

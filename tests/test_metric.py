@@ -141,6 +141,16 @@ def test_mask_hash_collisions_only_cost_time(monkeypatch):
         _assert_same(register(X, G, th, chunk=7), _register_reference(X, G, th))
 
 
+
+def test_fast_register_equals_reference_with_missing_true_centres():
+    """Labels without a pose give NaN true centres: such cameras are never inliers."""
+    rng = np.random.default_rng(13)
+    for _ in range(6):
+        X, G, th = _random_case(rng, "noisy")
+        G[rng.random(len(G)) < 0.2] = np.nan
+        for chunk in (5, 4096):
+            _assert_same(register(X, G, th, chunk=chunk), _register_reference(X, G, th))
+
 def test_error_sum_lower_bound_holds_and_is_tight():
     """The GEMM-based lower bound on a model's exact error sum, which lets the search skip exact sums."""
     rng = np.random.default_rng(5)
