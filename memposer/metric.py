@@ -164,8 +164,11 @@ def _fit(masks: np.ndarray, X: np.ndarray, G: np.ndarray) -> Tuple[np.ndarray, n
     for k, m in zip(ks.tolist(), sizes.tolist()):
         rows = order[row:row + m]
         idx = cols[off:off + m * k].reshape(m, k)
-        A[rows], t[rows] = _kabsch_t(np.stack([XT[a][idx] for a in range(3)], 1),
-                                     np.stack([GT[a][idx] for a in range(3)], 1))
+        src, dst = np.empty((m, 3, k)), np.empty((m, 3, k))  # coordinate-major, as _kabsch_t wants
+        for a in range(3):  # mode="clip" (indices are valid) lets take write straight into the views
+            np.take(XT[a], idx, out=src[:, a], mode="clip")
+            np.take(GT[a], idx, out=dst[:, a], mode="clip")
+        A[rows], t[rows] = _kabsch_t(src, dst)
         row, off = row + m, off + m * k
     return A, t
 
@@ -324,19 +327,20 @@ class _Screen:
         n = self.F.shape[1]
         L, counts, lb = np.empty((len(A), n), np.int8), np.empty((len(A), len(rank)), int), np.empty(len(A))
         for s in range(0, len(A), block):
-            L[s:s + block], lb[s:s + block] = self._levels(A[s:s + block], t[s:s + block])
-            counts[s:s + block] = _counts(L[s:s + block], rank)
-        return L, counts, lb
+            L[s:s + block], counts[s:s + block], lb[s:s + block] = self._levels(A[s:s + block], t[s:s + block])
+        return L, counts[:, rank], lb
 
     def _levels(self, A: np.ndarray, t: np.ndarray):
+        """Levels, inlier counts (sorted thresholds) and sum lower bounds of one block of models."""
         B, n, th2 = len(A), self.F.shape[1], self.th2s
         out = np.full((B, n), len(th2), np.int8)
+        counts = np.zeros((B, len(th2)), int)
         lb = np.full(B, -np.inf)
         fin = np.isfinite(A).all((1, 2)) & np.isfinite(t).all(1)
         # a non-finite model gives non-finite errors everywhere: no inliers
         A, t, rows = A[fin], t[fin], np.nonzero(fin)[0]
         if not len(rows):
-            return out, lb
+            return out, counts, lb
         tc = t + _apply(A, np.broadcast_to(self.cx, t.shape)) - self.cg
         P = np.einsum("bki,bkj->bij", A, A)
         Atc = np.einsum("bki,bk->bi", A, tc)
@@ -356,10 +360,12 @@ class _Screen:
         tol_b = tol.max(1)[:, None]
         L2 = np.zeros(E.shape, np.int8)  # 2 * level where decided, odd where within tol of a threshold
         ge = np.empty(E.shape, bool)
+        fails = np.empty((len(rows), len(th2)), np.int32)  # sure outliers per threshold
         with np.errstate(invalid="ignore"):
-            for v in th2:
+            for q, v in enumerate(th2):
                 L2 += np.greater_equal(E, v - tol_b, out=ge).view(np.int8)
                 L2 += np.greater_equal(E, v + tol_b, out=ge).view(np.int8)
+                fails[:, q] = ge.view(np.int8).sum(1, dtype=np.int32)
             bad = np.nonzero(~np.isfinite(SE))[0]
             if len(bad):
                 L2[bad] = np.where(np.isnan(E[bad]), 2 * len(th2), L2[bad])
@@ -371,10 +377,15 @@ class _Screen:
             e = _sq_err_pairs(A, t, self.X, self.G, bi, ji)
             with np.errstate(invalid="ignore"):
                 L[bi, ji] = (e[:, None] >= th2).sum(1) + np.isnan(e) * len(th2)
+        # the sure-outlier counts are exact on rows without undecided or NaN entries
+        redo = np.union1d(np.unique(bi), bad)
+        c = n - fails
+        if len(redo):
+            c[redo] = _counts(L[redo], np.arange(len(th2)))
         if len(rows) == B:
-            return L, lb
-        out[rows] = L
-        return out, lb
+            return L, c, lb
+        out[rows], counts[rows] = L, c
+        return out, counts, lb
 
     @staticmethod
     def _sum_lower_bound(SE: np.ndarray, n: int, T1: np.ndarray, delta: np.ndarray) -> np.ndarray:
