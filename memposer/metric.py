@@ -419,8 +419,9 @@ def register(pred: np.ndarray, gt: np.ndarray, thresholds, inl_cf: float = 0.0, 
 
     Gives the same models as :func:`_register_reference` (the plain O(n^3)-iteration loop) but
     evaluates triplets in vectorised blocks (:class:`_Screen`), refines every distinct inlier set
-    once, computes a refined model's exact error sum only when it could beat the best model, and
-    replays the sequential best-model updates only where one happens.
+    once (:class:`_ModelStore`), computes a refined model's exact error sum only when its inlier
+    counts could beat the best model and a proven lower bound on the sum does not already lose,
+    and replays the sequential best-model updates only where one happens (:func:`_replay`).
     """
     th = np.asarray(thresholds, np.float64)
     th2 = th ** 2
