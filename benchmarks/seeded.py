@@ -1,7 +1,7 @@
 """Pose paths side by side: COLMAP alone, MemPoser alone, MemPoser-seeded COLMAP (issue: seeding).
 
     python benchmarks/seeded.py --checkpoint checkpoints/memposer_synth.ckpt --out bench/seeded \\
-        [--preset benchmark --seed 1000]
+        [--preset benchmark --seed 5000]
 
 Use a ``--seed`` whose scenes the checkpoint never saw in training. Prints score, mAA, clusterness,
 registered images, seconds per stage and, for ``seeded``, how many clusters kept the seeded model.
