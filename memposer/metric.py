@@ -533,7 +533,7 @@ class _ModelStore:
     def _add(self, masks: np.ndarray, packed: np.ndarray, screen: "_Screen", rank: np.ndarray) -> None:
         A, t = _fit(masks, self.X, self.G)
         _, counts, lb = screen.levels(A, t, rank)
-        K, a, b = len(A), self.size, self.size + len(A)
+        a, b = self.size, self.size + len(A)
         if b > len(self.A):  # grow geometrically: appending stays linear in the number of models
             cap = max(b, 2 * len(self.A), 1024)
             for name in ("A", "t", "n_inl", "sum", "lb", "known", "packed"):
