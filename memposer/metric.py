@@ -357,22 +357,28 @@ class _Screen:
         th = np.sqrt(th2)
         tol = 1e3 * _EPS * mag_c[:, None] ** 2 + 4 * delta[:, None] * (2 * th + delta[:, None])  # (b, r)
         safe = ((tol < 0.5 * th2) & (16 * delta[:, None] < th)).all(1)
-        tol_b = tol.max(1)[:, None]
-        L2 = np.zeros(E.shape, np.int8)  # 2 * level where decided, odd where within tol of a threshold
-        ge = np.empty(E.shape, bool)
-        fails = np.empty((len(rows), len(th2)), np.int32)  # sure outliers per threshold
+        tol_b = tol.max(1)
+        # Comparing with one number per threshold is several times faster than with a column of
+        # per-row tolerances. Rows whose tolerance is tiny next to the threshold spacing share the
+        # largest of theirs: a larger tolerance only leaves a few more entries to the exact kernel.
+        shared = tol_b <= 1e-4 * np.diff(th2, prepend=0.0).min()
         with np.errstate(invalid="ignore"):
-            for q, v in enumerate(th2):
-                L2 += np.greater_equal(E, v - tol_b, out=ge).view(np.int8)
-                L2 += np.greater_equal(E, v + tol_b, out=ge).view(np.int8)
-                fails[:, q] = ge.view(np.int8).sum(1, dtype=np.int32)
+            if shared.all():
+                L2, fails = self._bands(E, th2, tol_b.max())
+            else:
+                L2, fails = np.empty(E.shape, np.int8), np.empty((len(rows), len(th2)), np.int32)
+                sh, ot = np.nonzero(shared)[0], np.nonzero(~shared)[0]
+                if len(sh):
+                    L2[sh], fails[sh] = self._bands(E[sh], th2, tol_b[sh].max())
+                L2[ot], fails[ot] = self._bands(E[ot], th2, tol_b[ot, None])
             bad = np.nonzero(~np.isfinite(SE))[0]
             if len(bad):
                 L2[bad] = np.where(np.isnan(E[bad]), 2 * len(th2), L2[bad])
-        amb = np.bitwise_and(L2, 1, out=ge.view(np.int8)).view(bool)
+        amb = np.bitwise_and(L2, 1).view(bool)
         amb[~safe] = True
         L = np.right_shift(L2, 1, out=L2)
-        bi, ji = np.nonzero(amb)
+        empty = np.zeros(0, int)
+        bi, ji = np.nonzero(amb) if np.count_nonzero(amb) else (empty, empty)  # counting is much cheaper
         if len(bi):
             e = _sq_err_pairs(A, t, self.X, self.G, bi, ji)
             with np.errstate(invalid="ignore"):
@@ -386,6 +392,20 @@ class _Screen:
             return L, c, lb
         out[rows], counts[rows] = L, c
         return out, counts, lb
+
+    @staticmethod
+    def _bands(E: np.ndarray, th2: np.ndarray, tol) -> Tuple[np.ndarray, np.ndarray]:
+        """Twice the level where ``E`` is farther than ``tol`` (a number or a (B, 1) column) from
+        every sorted squared threshold, odd where it is within; and the entries at least ``tol``
+        above each threshold (sure outliers), counted per row."""
+        L2 = np.zeros(E.shape, np.int8)
+        ge = np.empty(E.shape, bool)
+        fails = np.empty((len(E), len(th2)), np.int32)
+        for q, v in enumerate(th2):
+            L2 += np.greater_equal(E, v - tol, out=ge).view(np.int8)
+            L2 += np.greater_equal(E, v + tol, out=ge).view(np.int8)
+            fails[:, q] = ge.view(np.int8).sum(1, dtype=np.int32)
+        return L2, fails
 
     @staticmethod
     def _sum_lower_bound(SE: np.ndarray, n: int, T1: np.ndarray, delta: np.ndarray) -> np.ndarray:

@@ -151,6 +151,41 @@ def test_fast_register_equals_reference_with_missing_true_centres():
         for chunk in (5, 4096):
             _assert_same(register(X, G, th, chunk=chunk), _register_reference(X, G, th))
 
+
+def test_fast_register_equals_reference_far_from_origin_with_ties():
+    """Coordinates near 1e8 make rounding tolerances large next to the threshold spacing, and grid
+    data put errors on the thresholds: the screen must leave those entries to the exact kernel."""
+    rng = np.random.default_rng(17)
+    for _ in range(8):
+        X, G, th = _random_case(rng, "grid")
+        X, G = X + 1e8, G + 1e8
+        for chunk in (5, 4096):
+            _assert_same(register(X, G, th, chunk=chunk), _register_reference(X, G, th))
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e8])
+def test_screen_levels_and_counts_equal_exact_kernel(monkeypatch, offset):
+    """Screened levels/counts == the exact kernel's, also where per-row tolerances are too large
+    to share one comparison bound (far from the origin)."""
+    paths = []
+    bands = metric._Screen._bands
+    monkeypatch.setattr(metric._Screen, "_bands", staticmethod(lambda E, th2, tol: paths.append(np.ndim(tol)) or bands(E, th2, tol)))
+    rng = np.random.default_rng(23)
+    th = [0.2, 0.05, 1.0, 0.5, 0.1]  # unsorted on purpose
+    G = rng.normal(size=(120, 3)) * 3 + offset
+    X = _similar(G - offset + rng.normal(size=G.shape) * 0.05, rng) + offset
+    screen = metric._Screen(X, G, np.square(th))
+    tri = rng.integers(0, 120, (3000, 3))
+    A, t = metric._horn(X[tri], G[tri])                         # triplet models
+    A[:1000], t[:1000] = metric._fit(rng.random((1000, 120)) < 0.7, X, G)  # refined ones
+    rank = np.argsort(np.argsort(th))
+    L, counts, _ = screen.levels(A, t, rank)
+    e = metric._sq_err(A, t, X, G)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(L, (e[..., None] >= np.sort(np.square(th))).sum(-1) + np.isnan(e) * len(th))
+        np.testing.assert_array_equal(counts, (e[..., None] < np.square(th)).sum(1))
+    assert (2 in paths) == (offset > 0)  # far from the origin the per-row (column) path is taken
+
 def test_error_sum_lower_bound_holds_and_is_tight():
     """The GEMM-based lower bound on a model's exact error sum, which lets the search skip exact sums."""
     rng = np.random.default_rng(5)
