@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", type=Path, help="cache folder (default: <out folder>/memposer_work)")
     p.add_argument("--checkpoint", help="MemPoser checkpoint (needed by --poses memposer|seeded)")
     p.add_argument("--dinov2", help="DINOv2 weights file or folder (retrieval; MemPoser backbone)")
-    p.add_argument("--poses", choices=("colmap", "memposer", "seeded"))
+    p.add_argument("--poses", choices=("colmap", "memposer", "seeded"),
+                   help="default: seeded with --checkpoint, else colmap")
     p.add_argument("--num-threads", type=int, help="COLMAP threads; 1 gives reproducible output")
     p.add_argument("--device", help="auto | cpu | cuda")
     p.add_argument("--datasets", help="comma-separated subset of datasets")
@@ -66,6 +67,8 @@ def apply_flags(conf: dict, a: argparse.Namespace) -> dict:
         conf["retrieval"]["weights"] = a.dinov2
     if a.poses:
         conf["reconstruction"]["poses"] = a.poses
+    elif a.checkpoint:  # seeded measured better than colmap alone (docs/results.md): the default with a model
+        conf["reconstruction"]["poses"] = "seeded"
     if a.num_threads is not None:
         conf["reconstruction"]["num_threads"] = a.num_threads
         conf["reconstruction"].setdefault("seeding", {})["num_threads"] = a.num_threads
