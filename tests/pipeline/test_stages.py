@@ -91,3 +91,25 @@ def test_sequence_window_adds_consecutive_frames_only_when_asked():
     assert set(plain) <= set(seq)
     assert {(i, i + 1) for i in range(39)} | {(i, i + 2) for i in range(38)} <= set(seq)
     assert set(seq) - set(plain) <= {(i, j) for i in range(40) for j in (i + 1, i + 2)}
+
+
+def test_dinov2_retrieval_reads_local_weights(tmp_path):
+    """The DINOv2 path with a weights file (random here: real weights are not in this repo)."""
+    import timm
+    import torch
+    from PIL import Image
+
+    from memposer.pipeline.retrieval import global_descriptors
+
+    vit = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0, img_size=518)
+    torch.save(vit.state_dict(), tmp_path / "dinov2_vits14.pth")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    names = [f"{i}.png" for i in range(3)]
+    desc = global_descriptors(tmp_path, names, tmp_path / "unused.h5",
+                              {"method": "dinov2", "weights": str(tmp_path / "dinov2_vits14.pth"), "resize": 112})
+    assert desc.shape == (3, 2 * 384) and np.allclose(np.linalg.norm(desc, axis=1), 1, atol=1e-5)
+    again = global_descriptors(tmp_path, names, tmp_path / "unused.h5",
+                               {"method": "dinov2", "weights": str(tmp_path / "dinov2_vits14.pth"), "resize": 112})
+    assert np.allclose(desc, again, atol=1e-6)  # same weights, same images: same descriptors
