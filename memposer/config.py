@@ -1,8 +1,13 @@
-"""Where the YAML presets live: ``configs/`` of a checkout, else the copy installed with the wheel."""
+"""YAML configs shared by training and inference: where presets live (``configs/`` of a checkout,
+else the copy installed with the wheel), ``base:`` inheritance, ``key.sub=value`` overrides."""
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple
+
+import yaml
 
 
 def config_dir() -> Path:
@@ -25,3 +30,48 @@ def find_preset(kind: str, name: str) -> Path:
         have = sorted(q.stem for q in (config_dir() / kind).glob("*.yaml"))
         raise FileNotFoundError(f"no {kind} preset {name!r} (presets: {have})")
     return p
+
+
+def deep_merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if isinstance(out.get(k), dict) and isinstance(v, dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def read_yaml(path: Path) -> Dict[str, Any]:
+    """A YAML config, with its ``base:`` file (relative to it) merged underneath."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path) as f:
+        conf = yaml.safe_load(f) or {}
+    if not isinstance(conf, dict):
+        raise ValueError(f"{path} must hold a mapping")
+    base = conf.pop("base", None)
+    if base:
+        conf = deep_merge(read_yaml(path.parent / base), conf)
+    return conf
+
+
+def parse_overrides(args: Sequence[str]) -> List[Tuple[str, Any]]:
+    """``a.b=1``, ``--a.b 1`` and ``--a.b=1`` -> [("a.b", 1)]."""
+    out, i = [], 0
+    args = list(args)
+    while i < len(args):
+        a = args[i]
+        if a.startswith("--"):
+            a = a[2:]
+            if "=" not in a:
+                if i + 1 >= len(args):
+                    raise ValueError(f"override --{a} has no value")
+                a, i = f"{a}={args[i + 1]}", i + 1
+        if "=" not in a:
+            raise ValueError(f"cannot parse override {args[i]!r}: use key.sub=value or --key.sub value")
+        k, v = a.split("=", 1)
+        out.append((k, yaml.safe_load(v) if v != "" else None))
+        i += 1
+    return out

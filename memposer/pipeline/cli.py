@@ -20,7 +20,7 @@ log = logging.getLogger("memposer.infer")
 
 def load_infer_config(name: str, overrides: List[str]) -> dict:
     from memposer.pipeline.run import default_conf  # noqa: PLC0415
-    from memposer.training.config import deep_merge, parse_overrides, read_yaml  # noqa: PLC0415
+    from memposer.config import deep_merge, parse_overrides, read_yaml  # noqa: PLC0415
 
     conf = deep_merge(default_conf, read_yaml(find_preset("infer", name)))
     for key, value in parse_overrides(overrides):

@@ -27,7 +27,7 @@ from memposer.data.imc import (OUTLIER_SCENE, PoseRecord, complete_submission, n
 from memposer.pipeline import (clustering, features, matching, pairs, reconstruction, retrieval,
                                verification)
 from memposer.pipeline.reconstruction import Predictor
-from memposer.training.config import deep_merge
+from memposer.config import deep_merge
 
 log = logging.getLogger(__name__)
 

@@ -5,13 +5,10 @@ Overrides are ``section.key=value`` or ``--section.key value`` (values parsed as
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, Sequence
 
-import yaml
-
-from memposer.config import config_dir
+from memposer.config import config_dir, deep_merge, parse_overrides, read_yaml  # noqa: F401 (re-exported)
 
 CONFIG_DIR = config_dir()
 
@@ -34,31 +31,6 @@ default_train_conf: Dict[str, Any] = {
 }
 
 
-def deep_merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
-        if isinstance(out.get(k), dict) and isinstance(v, dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def read_yaml(path: Path) -> Dict[str, Any]:
-    """A YAML config, with its ``base:`` file (relative to it) merged underneath."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    with open(path) as f:
-        conf = yaml.safe_load(f) or {}
-    if not isinstance(conf, dict):
-        raise ValueError(f"{path} must hold a mapping")
-    base = conf.pop("base", None)
-    if base:
-        conf = deep_merge(read_yaml(path.parent / base), conf)
-    return conf
-
-
 def resolve_model(model: Any, config_dir: Path = CONFIG_DIR) -> Dict[str, Any]:
     """Model preset name / YAML path / dict -> dict."""
     if isinstance(model, dict):
@@ -70,26 +42,6 @@ def resolve_model(model: Any, config_dir: Path = CONFIG_DIR) -> Dict[str, Any]:
         presets = sorted(q.stem for q in (config_dir / "model").glob("*.yaml"))
         raise FileNotFoundError(f"model config {model!r} not found (presets: {presets})")
     return read_yaml(p)
-
-
-def parse_overrides(args: Sequence[str]) -> List[Tuple[str, Any]]:
-    """``a.b=1``, ``--a.b 1`` and ``--a.b=1`` -> [("a.b", 1)]."""
-    out, i = [], 0
-    args = list(args)
-    while i < len(args):
-        a = args[i]
-        if a.startswith("--"):
-            a = a[2:]
-            if "=" not in a:
-                if i + 1 >= len(args):
-                    raise ValueError(f"override --{a} has no value")
-                a, i = f"{a}={args[i + 1]}", i + 1
-        if "=" not in a:
-            raise ValueError(f"cannot parse override {args[i]!r}: use key.sub=value or --key.sub value")
-        k, v = a.split("=", 1)
-        out.append((k, yaml.safe_load(v) if v != "" else None))
-        i += 1
-    return out
 
 
 def _set(conf: Dict[str, Any], key: str, value: Any) -> None:
