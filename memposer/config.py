@@ -75,3 +75,16 @@ def parse_overrides(args: Sequence[str]) -> List[Tuple[str, Any]]:
         out.append((k, yaml.safe_load(v) if v != "" else None))
         i += 1
     return out
+
+
+def set_override(conf: Dict[str, Any], key: str, value: Any, known: Dict[str, Any]) -> None:
+    """Set ``a.b.c = value`` in ``conf``; the first part must be a section of ``known``."""
+    parts = key.split(".")
+    if parts[0] not in known:
+        raise KeyError(f"unknown config section {parts[0]!r}; known: {sorted(known)}")
+    d = conf
+    for p in parts[:-1]:
+        if not isinstance(d.get(p), dict):
+            d[p] = {}
+        d = d[p]
+    d[parts[-1]] = value

@@ -13,24 +13,16 @@ import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from memposer.config import find_preset
+from memposer.config import deep_merge, find_preset, parse_overrides, read_yaml, set_override
 
 log = logging.getLogger("memposer.infer")
 
 
 def load_infer_config(name: str, overrides: List[str]) -> dict:
     from memposer.pipeline.run import default_conf  # noqa: PLC0415
-    from memposer.config import deep_merge, parse_overrides, read_yaml  # noqa: PLC0415
-
     conf = deep_merge(default_conf, read_yaml(find_preset("infer", name)))
     for key, value in parse_overrides(overrides):
-        parts = key.split(".")
-        if parts[0] not in default_conf:
-            raise KeyError(f"unknown config section {parts[0]!r}; known: {sorted(default_conf)}")
-        d = conf
-        for p in parts[:-1]:
-            d = d.setdefault(p, {})
-        d[parts[-1]] = value
+        set_override(conf, key, value, default_conf)
     return conf
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
-from memposer.config import config_dir, deep_merge, parse_overrides, read_yaml  # noqa: F401 (re-exported)
+from memposer.config import config_dir, deep_merge, parse_overrides, read_yaml, set_override
 
 CONFIG_DIR = config_dir()
 
@@ -44,18 +44,6 @@ def resolve_model(model: Any, config_dir: Path = CONFIG_DIR) -> Dict[str, Any]:
     return read_yaml(p)
 
 
-def _set(conf: Dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    if parts[0] not in default_train_conf:
-        raise KeyError(f"unknown config section {parts[0]!r}; known: {sorted(default_train_conf)}")
-    d = conf
-    for p in parts[:-1]:
-        if not isinstance(d.get(p), dict):
-            d[p] = {}
-        d = d[p]
-    d[parts[-1]] = value
-
-
 def load_config(path: Path | str | None, overrides: Sequence[str] = ()) -> Dict[str, Any]:
     """Defaults <- YAML file (with base) <- overrides; the model preset is resolved to a dict."""
     conf = deep_merge(default_train_conf, read_yaml(Path(path)) if path else {})
@@ -69,7 +57,7 @@ def load_config(path: Path | str | None, overrides: Sequence[str] = ()) -> Dict[
     conf["model"] = resolve_model(conf["model"], config_dir)
     for k, v in ov:
         if k != "model":
-            _set(conf, k, v)
+            set_override(conf, k, v, default_train_conf)
     unknown = set(conf) - set(default_train_conf)
     if unknown:
         raise KeyError(f"unknown config section(s) {sorted(unknown)}; known: {sorted(default_train_conf)}")
