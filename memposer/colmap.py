@@ -32,8 +32,9 @@ class Database:
 
     def __init__(self, path: Path | str, overwrite: bool = True):
         self.path = Path(path)
-        if overwrite and self.path.exists():
-            self.path.unlink()
+        if overwrite:  # with SQLite's -wal/-shm files, which a killed run can leave behind
+            for f in (self.path, self.path.with_name(self.path.name + "-wal"), self.path.with_name(self.path.name + "-shm")):
+                f.unlink(missing_ok=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = pycolmap.Database.open(str(self.path))
         self.image_ids: Dict[str, int] = {}
