@@ -92,13 +92,6 @@ def poses_of(rec: pycolmap.Reconstruction) -> Dict[str, Pose]:
     return out
 
 
-def map_images(database_path: Path | str, image_dir: Path | str, output_dir: Path | str,
-               image_names: Sequence[str], conf: dict) -> List[Dict[str, Pose]]:
-    """Run COLMAP's incremental (or global) mapper on ``image_names``; one ``{name: (R, t)}`` per model."""
-    models = [poses_of(r) for r in run_mapper(database_path, image_dir, output_dir, image_names, conf)]
-    return [m for m in models if m]
-
-
 def run_mapper(database_path: Path | str, image_dir: Path | str, output_dir: Path | str,
                image_names: Sequence[str], conf: dict) -> List[pycolmap.Reconstruction]:
     """COLMAP's incremental (or global) mapper on ``image_names``; the models, largest first."""
@@ -157,4 +150,4 @@ def version() -> str:
     return str(pycolmap.__version__)
 
 
-__all__: Iterable[str] = ["Database", "map_images", "run_mapper", "poses_of", "read_model_poses", "two_view_options", "make_camera", "set_seed", "quiet"]
+__all__: Iterable[str] = ["Database", "run_mapper", "poses_of", "read_model_poses", "two_view_options", "make_camera", "set_seed", "quiet"]

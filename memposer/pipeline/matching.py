@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
@@ -101,11 +101,6 @@ def read_matches(f: h5py.File, name0: str, name1: str) -> np.ndarray:
     if pair_key(name1, name0) in f:
         return f[pair_key(name1, name0)][()][:, ::-1]
     return np.zeros((0, 2), np.int32)
-
-
-def stored_pairs(f: h5py.File) -> Dict[Tuple[str, str], int]:
-    """All matched pairs in a cache with their raw match counts."""
-    return {(a, b): int(f[a][b].shape[0]) for a in f.keys() for b in f[a].keys()}
 
 
 main = match_pairs

@@ -19,11 +19,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from memposer import colmap
+from memposer.colmap import Pose
 from memposer.pipeline import seeding
 
 log = logging.getLogger(__name__)
 
-Pose = Tuple[np.ndarray, np.ndarray]
 # A pose predictor: image paths of one cluster -> (R (N,3,3), t (N,3), confidence (N,)).
 Predictor = Callable[[List[Path]], Tuple[np.ndarray, np.ndarray, np.ndarray]]
 
