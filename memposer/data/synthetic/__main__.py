@@ -21,7 +21,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--datasets", type=int, help="override the number of datasets per split")
     p.add_argument("--long-side", type=int, help="override the image size (pixels of the longer side)")
     p.add_argument("--overwrite", action="store_true", help="replace data already in --out")
-    p.add_argument("--workers", type=int, default=1, help="datasets rendered in parallel processes")
+    p.add_argument("--workers", type=int, default=1, help="scenes rendered in parallel processes (same files with any number)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

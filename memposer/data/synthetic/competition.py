@@ -53,26 +53,36 @@ def _write_intrinsics(rows: List[list], path: Path) -> None:
         w.writerows(rows)
 
 
-def render_dataset(out_dir: Path, split: str, sconf: dict, seed: int, d: int, plan: dict, bar=None) -> dict:
-    """Render and save dataset ``d`` of a split; its records, thresholds and intrinsics rows."""
+def _render_unit(sconf: dict, seed: int, key: tuple, spec: dict) -> dict:
+    """Render one scene (or one outlier image) from its own random stream; picklable result."""
+    res = render_scene(spec, _rng(seed, *key), sconf)
+    return {k: res[k] for k in ("images", "K", "R", "t", "thresholds")}
+
+
+def _units(split_id: int, plans: List[dict]) -> List[tuple]:
+    """Every scene and outlier of a split as ``(dataset index, scene index or None, rng key, spec)``."""
+    units = []
+    for d, plan in enumerate(plans):
+        units += [(d, k, (split_id, d, k), spec) for k, spec in enumerate(plan["scenes"])]
+        units += [(d, None, (split_id, d, 1000 + j), spec) for j, spec in enumerate(plan["outliers"])]
+    return units
+
+
+def save_dataset(out_dir: Path, split: str, seed: int, d: int, plan: dict, rendered: List[dict]) -> dict:
+    """Write dataset ``d`` of a split from its rendered scenes then outliers (plan order); its
+    records, thresholds and intrinsics rows."""
     split_id = SPLITS.index(split)
     dataset = f"{plan['family']}_{plan['style']}_{d:02d}"
     records: List[PoseRecord] = []
     thresholds: Dict[str, List[float]] = {}
     intr: List[list] = []
     views = []  # (scene name, image, K, R or None, t or None)
-    for k, spec in enumerate(plan["scenes"]):
-        res = render_scene(spec, _rng(seed, split_id, d, k), sconf)
+    for k, (spec, res) in enumerate(zip(plan["scenes"], rendered)):
         name = f"{spec['family']}_{spec['style']}_{chr(ord('a') + k)}"
         thresholds[name] = res["thresholds"]
         views += [(name, im, K, R, t) for im, K, R, t in zip(res["images"], res["K"], res["R"], res["t"])]
-        if bar is not None:
-            bar.update(len(res["images"]))
-    for j, spec in enumerate(plan["outliers"]):
-        res = render_scene(spec, _rng(seed, split_id, d, 1000 + j), sconf)
+    for res in rendered[len(plan["scenes"]):]:
         views.append((OUTLIER_SCENE, res["images"][0], res["K"][0], None, None))
-        if bar is not None:
-            bar.update(1)
     folder = out_dir / split / dataset
     folder.mkdir(parents=True, exist_ok=True)
     order = _rng(seed, split_id, d, 9999).permutation(len(views))  # names must not reveal the scene
@@ -88,22 +98,32 @@ def render_dataset(out_dir: Path, split: str, sconf: dict, seed: int, d: int, pl
 def generate_split(out_dir: Path, split: str, conf: dict, seed: int, progress: bool = True, workers: int = 1) -> dict:
     """Render one split under ``out_dir/<split>/``; returns its records, thresholds and intrinsics.
 
-    ``workers`` > 1 renders datasets in parallel processes; the files are the same either way.
+    ``workers`` > 1 renders scenes in parallel processes; every scene has its own random stream,
+    so the files are the same with any number of workers.
     """
     split_id = SPLITS.index(split)
     sconf = load_conf({**{k: v for k, v in conf.items() if k != "test"}, **(conf.get("test") or {})}) if split == "test" else conf
     plans = [plan_dataset(sconf, _rng(seed, split_id, d)) for d in range(int(sconf["datasets"]))]
-    total = sum(s["n_images"] for p in plans for s in p["scenes"] + p["outliers"])
-    with tqdm(total=total, desc=f"synthetic {split}", unit="img", disable=not progress) as bar:
-        if workers > 1 and len(plans) > 1:
-            with ProcessPoolExecutor(min(workers, len(plans))) as pool:
-                jobs = [pool.submit(render_dataset, out_dir, split, sconf, seed, d, p) for d, p in enumerate(plans)]
-                parts = []
-                for job, p in zip(jobs, plans):
-                    parts.append(job.result())
-                    bar.update(sum(s["n_images"] for s in p["scenes"] + p["outliers"]))
-        else:
-            parts = [render_dataset(out_dir, split, sconf, seed, d, p, bar) for d, p in enumerate(plans)]
+    units = _units(split_id, plans)
+    rendered: Dict[int, List[dict]] = {d: [] for d in range(len(plans))}
+    with tqdm(total=sum(u[3]["n_images"] for u in units), desc=f"synthetic {split}", unit="img",
+              disable=not progress) as bar:
+        pool = ProcessPoolExecutor(min(workers, len(units))) if workers > 1 and len(units) > 1 else None
+        try:
+            # Biggest scenes first so one late large scene does not leave the other workers idle.
+            order = sorted(range(len(units)), key=lambda i: -units[i][3]["n_images"])
+            jobs = {i: (pool.submit(_render_unit, sconf, seed, units[i][2], units[i][3]) if pool else None)
+                    for i in order}
+            results = {}
+            for i in order:
+                results[i] = jobs[i].result() if pool else _render_unit(sconf, seed, units[i][2], units[i][3])
+                bar.update(units[i][3]["n_images"])
+        finally:
+            if pool is not None:
+                pool.shutdown()
+    for i, (d, _, _, _) in enumerate(units):  # units are in plan order: scenes, then outliers
+        rendered[d].append(results[i])
+    parts = [save_dataset(out_dir, split, seed, d, p, rendered[d]) for d, p in enumerate(plans)]
     return dict(records=[r for p in parts for r in p["records"]],
                 thresholds={p["dataset"]: p["thresholds"] for p in parts},
                 intrinsics=[row for p in parts for row in p["intrinsics"]])
