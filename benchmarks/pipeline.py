@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -80,6 +81,10 @@ def table(rows: List[dict]) -> str:
     lines = [f"{'':<16}" + "".join(f"{r['variant']:>14}" for r in rows)]
     lines += [f"{k:<16}" + "".join(f"{fmt.format(r[k]):>14}" for r in rows) for k, fmt in keys]
     lines += [f"{'t_' + s:<16}" + "".join(f"{r['timings'].get(s, 0.0):>14.1f}" for r in rows) for s in stages]
+    rates = [("images/s end to end", lambda r: r["images"] / r["wall_s"]),
+             ("images/s features", lambda r: r["images"] / max(r["timings"].get("features", 0.0), 1e-9)),
+             ("pairs/s matching", lambda r: r["pairs"] / max(r["timings"].get("matching", 0.0), 1e-9))]
+    lines += [f"{k:<22}" + "".join(f"{f(r):>14.1f}" for r in rows)[6:] for k, f in rates]
     if len(rows) == 2 and rows[0]["pairs"]:
         lines.append(f"pair ratio {rows[1]['variant']}/{rows[0]['variant']}: {rows[1]['pairs'] / rows[0]['pairs']:.2f}x")
     return "\n".join(lines)
@@ -90,6 +95,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out", type=Path, default=Path("bench/pipeline"))
     p.add_argument("--preset", default="benchmark")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=os.cpu_count(), help="processes rendering the data")
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("--config", default="default")
     p.add_argument("--variants", default="shortlist,exhaustive")
@@ -105,7 +111,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not (data / f"{a.split}_labels.csv").is_file():
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "memposer.data.synthetic", "--out", str(data), "--preset", a.preset,
-                        "--seed", str(a.seed), "--split", a.split, "--quiet"], check=True)
+                        "--seed", str(a.seed), "--split", a.split, "--workers", str(a.workers), "--quiet"],
+                       check=True)
         print(f"generated {a.preset} data in {time.perf_counter() - t0:.0f} s")
     rows = []
     for name in a.variants.split(","):
@@ -113,6 +120,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                "--num-threads", str(a.num_threads), "--variant", name, *a.overrides]
         cmd += [x for k in ("checkpoint", "dinov2") if getattr(a, k) for x in (f"--{k}", getattr(a, k))]
         res = subprocess.run(cmd, capture_output=True, text=True)
+        (a.out / name).mkdir(parents=True, exist_ok=True)
+        (a.out / name / "stderr.log").write_text(res.stderr)  # the run's log, kept for reading later
         line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
         if res.returncode or not line:
             print(res.stderr[-3000:], file=sys.stderr)
@@ -121,7 +130,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"{name}: {err}", file=sys.stderr)
         rows.append(json.loads(line[0][len("RESULT "):]))
         print(f"{name}: score {rows[-1]['score']:.3f} in {rows[-1]['wall_s']:.0f} s", flush=True)
-    (a.out / "results.json").write_text(json.dumps(rows, indent=1))
+        (a.out / "results.json").write_text(json.dumps(rows, indent=1))  # after each: a timeout keeps the rest
     print(table(rows))
     return 0
 
