@@ -2,7 +2,8 @@
 
 Cache layout: dataset ``/<name0>/<name1>`` = (M, 2) int32 keypoint indices, written once per pair;
 a resumed run skips pairs already present. On a GPU, pairs whose keypoint counts agree are matched
-in batches.
+in batches; batches run LightGlue at full depth and width, because its adaptive early stopping and
+point pruning decide once for the whole batch (pruning a batch >1 even mixes keypoints across pairs).
 """
 from __future__ import annotations
 
@@ -24,16 +25,19 @@ default_conf = {
     "depth_confidence": 0.95,
     "width_confidence": 0.99,
     "filter_threshold": 0.1,
-    "batch_size": "auto",  # pairs per forward pass: auto = 16 on GPU, 1 on CPU
+    "batch_size": "auto",  # pairs per forward pass: auto = 16 on GPU, 1 on CPU; >1 turns adaptivity off
     "mixed_precision": True,  # fp16 autocast on GPU
     "device": "auto",
 }
 
 
-def build_matcher(conf: dict, device: torch.device) -> torch.nn.Module:
+def build_matcher(conf: dict, device: torch.device, batch_size: int = 1) -> torch.nn.Module:
+    """LightGlue for ``conf``; with ``batch_size`` > 1 adaptive depth and width are switched off."""
     lg = lightglue_module()
-    m = lg.LightGlue(features=conf["features"], depth_confidence=conf["depth_confidence"],
-                     width_confidence=conf["width_confidence"], filter_threshold=conf["filter_threshold"],
+    adaptive = batch_size == 1
+    m = lg.LightGlue(features=conf["features"], depth_confidence=conf["depth_confidence"] if adaptive else -1,
+                     width_confidence=conf["width_confidence"] if adaptive else -1,
+                     filter_threshold=conf["filter_threshold"],
                      mp=bool(conf["mixed_precision"] and device.type == "cuda"))
     return m.eval().to(device)
 
@@ -78,7 +82,9 @@ def match_pairs(pairs: Sequence[Tuple[str, str]], feature_path: Path | str, matc
         if not todo:
             return 0
         log.info("matching: %d pairs cached, %d to match", len(pairs) - len(todo), len(todo))
-        model = build_matcher(conf, device)
+        model = build_matcher(conf, device, size)
+        if size > 1:
+            log.info("matching in batches of up to %d pairs: LightGlue's adaptive depth/width off", size)
         bar = tqdm(total=len(todo), desc="matching", disable=not progress, leave=False)
         with FeatureCache(feature_path) as cache:
             for batch in _batches(todo, cache, size):
