@@ -25,6 +25,9 @@ if [ -d .gpuwheels/beer ] && [ "${MATCHING:-1}" = 1 ]; then  # LightGlue batchin
   cp /tmp/matching/results.json "$OUT/matching_results.json"
 fi
 bench=/tmp/bench-$preset
+# Copy the variants' logs every 15 s too, so a run cut off by the time limit still reports its stages.
+(while sleep 15; do for f in "$bench"/*/stderr.log; do [ -f "$f" ] && cp "$f" "$OUT/$preset-$(basename "$(dirname "$f")").stderr.log"; done; done) >/dev/null 2>&1 &
+copier=$!
 python3 benchmarks/pipeline.py --out "$bench" --preset "$preset" --workers "$(nproc)" --variants "$variants" "$@" 2>&1 \
   | grep -v "^[IW]2026" | tee -a "$OUT/$preset.log"
 for v in ${variants//,/ }; do cp "$bench/$v/stderr.log" "$OUT/$preset-$v.stderr.log" 2>/dev/null; done
@@ -34,4 +37,5 @@ if [ -d .gpuwheels/beer ] && [ "${BEER:-1}" = 1 ]; then
   python3 benchmarks/beer.py --out /tmp/beer --variants shortlist,exhaustive "$@" 2>&1 | grep -v "^[IW]2026" | tee "$OUT/beer.log"
   cp /tmp/beer/results.json "$OUT/beer_results.json"
 fi
+kill $copier 2>/dev/null
 echo "total $(( $(date +%s) - start )) s"

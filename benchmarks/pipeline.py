@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import subprocess
@@ -108,6 +109,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant, print JSON
     a, a.overrides = p.parse_known_args(argv)
     if a.variant:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("memposer.pipeline.run").setLevel(logging.DEBUG)  # stage laps, for long runs
         print("RESULT " + json.dumps(run_variant(a, a.variant)))
         return 0
     data = a.out / "data"
@@ -122,9 +125,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         cmd = [sys.executable, __file__, "--out", str(a.out), "--split", a.split, "--config", a.config,
                "--num-threads", str(a.num_threads), "--variant", name, *a.overrides]
         cmd += [x for k in ("checkpoint", "dinov2") if getattr(a, k) for x in (f"--{k}", getattr(a, k))]
-        res = subprocess.run(cmd, capture_output=True, text=True)
         (a.out / name).mkdir(parents=True, exist_ok=True)
-        (a.out / name / "stderr.log").write_text(res.stderr)  # the run's log, kept for reading later
+        log = a.out / name / "stderr.log"  # the run's log, written as it goes
+        with open(log, "w") as err:
+            res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        res.stderr = log.read_text()
         line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
         if res.returncode or not line:
             print(res.stderr[-3000:], file=sys.stderr)

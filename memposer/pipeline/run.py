@@ -60,19 +60,20 @@ def _cache_tag(conf: dict) -> str:
 
 
 class _Clock:
-    def __init__(self, timings: Dict[str, float]):
-        self.timings, self.t = timings, time.perf_counter()
+    def __init__(self, timings: Dict[str, float], dataset: str):
+        self.timings, self.dataset, self.t = timings, dataset, time.perf_counter()
 
     def lap(self, stage: str) -> None:
         now = time.perf_counter()
         self.timings[stage] += now - self.t
+        log.debug("%s: %s took %.1f s", self.dataset, stage, now - self.t)
         self.t = now
 
 
 def run_dataset(dataset: str, image_dir: Path, names: List[str], work: Path, conf: dict,
                 predictor: Optional[Predictor], timings: Dict[str, float], progress: bool = True):
     """Records for one dataset plus its views and per-cluster pose paths."""
-    clock = _Clock(timings)
+    clock = _Clock(timings, dataset)
     tag = _cache_tag(conf)
     feat_path, match_path = work / f"features-{tag}.h5", work / f"matches-{tag}.h5"
     status = features.extract_features(image_dir, names, feat_path, conf["features"], progress)
