@@ -90,6 +90,8 @@ def run_dataset(dataset: str, image_dir: Path, names: List[str], work: Path, con
     clock.lap("verification")
     clusters, _ = clustering.cluster_images(ok, verified, conf["clustering"])
     clock.lap("clustering")
+    log.info("%s: %d clusters of %s images, %d images in none", dataset, len(clusters),
+             sorted((len(c) for c in clusters), reverse=True), len(ok) - sum(len(c) for c in clusters))
     models, paths = [], {}
     for ci, cluster in enumerate(tqdm(clusters, desc=f"{dataset}: reconstruction", disable=not progress, leave=False)):
         res = reconstruction.reconstruct_cluster(cluster, db_path, image_dir, work / "models" / f"c{ci}",
