@@ -30,6 +30,7 @@ VARIANTS = {
     # clustering choices (the defaults are picked from these numbers)
     "min_inliers30": ["clustering.min_inliers=30"],
     "louvain": ["clustering.method=louvain"],
+    "global": ["reconstruction.mapper=global"],  # GLOMAP-style global SfM instead of incremental
     # pose paths (benchmarks/seeded.py); memposer and seeded need --checkpoint
     "colmap": ["reconstruction.poses=colmap"],
     "memposer": ["reconstruction.poses=memposer"],
