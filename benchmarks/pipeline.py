@@ -30,6 +30,8 @@ VARIANTS = {
     # clustering choices (the defaults are picked from these numbers)
     "min_inliers30": ["clustering.min_inliers=30"],
     "louvain": ["clustering.method=louvain"],
+    "nosupport": ["clustering.support=0"],  # edges need no common neighbour (the default before)
+    "support2": ["clustering.support=2"],
     "global": ["reconstruction.mapper=global"],  # GLOMAP-style global SfM instead of incremental
     # pose paths (benchmarks/seeded.py); memposer and seeded need --checkpoint
     "colmap": ["reconstruction.poses=colmap"],

@@ -2,7 +2,10 @@
 
 Edges are verified pairs with at least ``min_inliers`` inliers; an edge much weaker than the best
 edges of both its images (``relative``) is dropped, since the stray links between look-alike scenes
-are weak next to the links within a scene. Methods:
+are weak next to the links within a scene. With ``support`` > 0 an edge also needs that many
+common neighbours (triangles): within a scene neighbours share neighbours, while a stray link
+between two scenes rarely has a third image strongly linked to both; pieces smaller than a scene
+that this cuts off get their strongest edge back. Methods:
 
 - ``components``: connected components of the pruned graph;
 - ``louvain``: Louvain communities (networkx, inlier-weighted, seeded) inside each component, which
@@ -13,6 +16,7 @@ when COLMAP finds several models in it.
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import networkx as nx
@@ -21,6 +25,7 @@ default_conf = {
     "method": "components",  # components | louvain
     "min_inliers": 60,
     "relative": 0.1,  # drop an edge below relative * (best edge) of both its images
+    "support": 1,  # common neighbours an edge needs (0: off)
     "resolution": 0.5,  # louvain: lower merges more
     "min_size": 3,
     "seed": 0,
@@ -36,7 +41,28 @@ def match_graph(names: Sequence[str], verified: Dict[Tuple[str, str], int], conf
     for (a, b), n in verified.items():
         if n >= conf["min_inliers"] and n >= conf["relative"] * min(best[a], best[b]):
             g.add_edge(a, b, weight=float(n))
+    if conf.get("support", 0) > 0:
+        weak = [(a, b, n) for a, b, n in g.edges(data="weight") if len(set(g[a]) & set(g[b])) < conf["support"]]
+        g.remove_edges_from(weak)  # judged on the same graph, so the order of removal does not matter
+        _reattach_fragments(g, weak, conf["min_size"])
     return g
+
+
+def _reattach_fragments(g: nx.Graph, removed: List[Tuple[str, str, float]], min_size: int) -> None:
+    """Give pieces smaller than a scene, cut off by the support rule, back their strongest removed
+    edge. A piece joins one component and can then bridge nothing: true end-of-sequence images
+    come back, links between two scene-sized components stay cut."""
+    root = {n: i for i, c in enumerate(nx.connected_components(g)) for n in c}
+    size = Counter(root.values())
+    for a, b, n in sorted(removed, key=lambda e: -e[2]):
+        ra, rb = root[a], root[b]
+        if ra == rb or min(size[ra], size[rb]) >= min_size:
+            continue
+        g.add_edge(a, b, weight=n)
+        for k, r in root.items():  # merge b's piece into a's (O(n) per merge is fine at n = 1000s)
+            if r == rb:
+                root[k] = ra
+        size[ra] += size.pop(rb)
 
 
 def cluster_images(names: Sequence[str], verified: Dict[Tuple[str, str], int],

@@ -60,8 +60,25 @@ def test_louvain_splits_a_component_held_by_a_strong_false_link():
     verified = {p: 200 for p in combinations(a, 2)}
     verified.update({p: 200 for p in combinations(b, 2)})
     verified[("a0", "b0")] = 150  # strong enough to survive the relative pruning
-    assert cluster_images(a + b, verified, {"method": "components"})[0] == [sorted(a + b)]
+    assert cluster_images(a + b, verified, {"method": "components", "support": 0})[0] == [sorted(a + b)]
     assert cluster_images(a + b, verified, {"method": "louvain"})[0] == [a, b]
+
+
+def test_triangle_support_cuts_strong_false_links_but_keeps_chains():
+    a = [f"a{i}" for i in range(6)]
+    b = [f"b{i}" for i in range(6)]
+    # scene a: a video-like chain, each frame linked to the next two (no clique)
+    verified = {(a[i], a[j]): 200 for i in range(6) for j in (i + 1, i + 2) if j < 6}
+    verified.update({p: 200 for p in combinations(b, 2)})
+    verified[("a0", "b0")] = 150  # a strong stray link: no third image is linked to both ends
+    verified[("a5", "b3")] = 150
+    assert cluster_images(a + b, verified, {"support": 0})[0] == [sorted(a + b)]
+    assert cluster_images(a + b, verified, {"support": 1})[0] == [a, b]
+    # The chain's ends lack two common neighbours, but pieces smaller than a scene get their
+    # strongest cut edge back, so they rejoin their own scene and bridge nothing.
+    assert cluster_images(a + b, verified, {"support": 2}) == ([a, b], [])
+    verified[("x", "a3")], verified[("x", "b2")] = 90, 120  # a lone image with stray links to both
+    assert cluster_images(a + b + ["x"], verified, {"support": 1}) == ([sorted(b + ["x"]), a], [])
 
 
 def test_vlad_is_deterministic_and_separates_scenes():
