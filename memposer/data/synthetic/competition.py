@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 
 import numpy as np
 from PIL import Image
@@ -60,11 +61,11 @@ def _render_unit(sconf: dict, seed: int, key: tuple, spec: dict) -> dict:
 
 
 def _units(split_id: int, plans: List[dict]) -> List[tuple]:
-    """Every scene and outlier of a split as ``(dataset index, scene index or None, rng key, spec)``."""
+    """Every scene, then every outlier, of each dataset in plan order: ``(dataset index, rng key, spec)``."""
     units = []
     for d, plan in enumerate(plans):
-        units += [(d, k, (split_id, d, k), spec) for k, spec in enumerate(plan["scenes"])]
-        units += [(d, None, (split_id, d, 1000 + j), spec) for j, spec in enumerate(plan["outliers"])]
+        units += [(d, (split_id, d, k), spec) for k, spec in enumerate(plan["scenes"])]
+        units += [(d, (split_id, d, 1000 + j), spec) for j, spec in enumerate(plan["outliers"])]
     return units
 
 
@@ -105,23 +106,19 @@ def generate_split(out_dir: Path, split: str, conf: dict, seed: int, progress: b
     sconf = load_conf({**{k: v for k, v in conf.items() if k != "test"}, **(conf.get("test") or {})}) if split == "test" else conf
     plans = [plan_dataset(sconf, _rng(seed, split_id, d)) for d in range(int(sconf["datasets"]))]
     units = _units(split_id, plans)
+    # Biggest scenes first so that one large scene started last does not leave the other workers idle.
+    order = sorted(range(len(units)), key=lambda i: -units[i][2]["n_images"])
+    parallel = workers > 1 and len(units) > 1
+    results: Dict[int, dict] = {}
+    with tqdm(total=sum(u[2]["n_images"] for u in units), desc=f"synthetic {split}", unit="img",
+              disable=not progress) as bar, \
+            (ProcessPoolExecutor(min(workers, len(units))) if parallel else nullcontext()) as pool:
+        jobs = {i: pool.submit(_render_unit, sconf, seed, *units[i][1:]) for i in order} if parallel else {}
+        for i in order:
+            results[i] = jobs[i].result() if parallel else _render_unit(sconf, seed, *units[i][1:])
+            bar.update(units[i][2]["n_images"])
     rendered: Dict[int, List[dict]] = {d: [] for d in range(len(plans))}
-    with tqdm(total=sum(u[3]["n_images"] for u in units), desc=f"synthetic {split}", unit="img",
-              disable=not progress) as bar:
-        pool = ProcessPoolExecutor(min(workers, len(units))) if workers > 1 and len(units) > 1 else None
-        try:
-            # Biggest scenes first so one late large scene does not leave the other workers idle.
-            order = sorted(range(len(units)), key=lambda i: -units[i][3]["n_images"])
-            jobs = {i: (pool.submit(_render_unit, sconf, seed, units[i][2], units[i][3]) if pool else None)
-                    for i in order}
-            results = {}
-            for i in order:
-                results[i] = jobs[i].result() if pool else _render_unit(sconf, seed, units[i][2], units[i][3])
-                bar.update(units[i][3]["n_images"])
-        finally:
-            if pool is not None:
-                pool.shutdown()
-    for i, (d, _, _, _) in enumerate(units):  # units are in plan order: scenes, then outliers
+    for i, (d, _, _) in enumerate(units):
         rendered[d].append(results[i])
     parts = [save_dataset(out_dir, split, seed, d, p, rendered[d]) for d, p in enumerate(plans)]
     return dict(records=[r for p in parts for r in p["records"]],
