@@ -28,7 +28,7 @@ def features(tmp_path_factory):
     return d, names
 
 
-def _matches(d, names, pairs, tag, **conf):
+def _matches(d, pairs, tag, **conf):
     path = d / f"matches-{tag}.h5"
     assert match_pairs(pairs, d / "features.h5", path, {"device": "cpu", **conf}, progress=False) == len(pairs)
     with h5py.File(path, "r") as f:
@@ -41,8 +41,8 @@ def test_batched_matching_equals_pair_by_pair(features):
     d, names = features
     pairs = [(names[0], names[1]), (names[1], names[2]), (names[0], names[2]), (names[2], names[3]),
              (names[0], names[3])]
-    one = _matches(d, names, pairs, "one", batch_size=1, depth_confidence=-1, width_confidence=-1)
-    batched = _matches(d, names, pairs, "batched", batch_size=4)  # default conf asks for adaptivity
+    one = _matches(d, pairs, "one", batch_size=1, depth_confidence=-1, width_confidence=-1)
+    batched = _matches(d, pairs, "batched", batch_size=4)  # default conf asks for adaptivity
     assert sum(len(m) for m in one.values()) > 100  # neighbouring views do match
     for p in pairs:
         a = {tuple(r) for r in one[p]}
