@@ -16,10 +16,10 @@ when COLMAP finds several models in it.
 """
 from __future__ import annotations
 
-from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import networkx as nx
+from networkx.utils import UnionFind
 
 default_conf = {
     "method": "components",  # components | louvain
@@ -52,17 +52,15 @@ def _reattach_fragments(g: nx.Graph, removed: List[Tuple[str, str, float]], min_
     """Give pieces smaller than a scene, cut off by the support rule, back their strongest removed
     edge. A piece joins one component and can then bridge nothing: true end-of-sequence images
     come back, links between two scene-sized components stay cut."""
-    root = {n: i for i, c in enumerate(nx.connected_components(g)) for n in c}
-    size = Counter(root.values())
+    pieces = UnionFind(g.nodes)
+    for a, b in g.edges:
+        pieces.union(a, b)
     for a, b, n in sorted(removed, key=lambda e: -e[2]):
-        ra, rb = root[a], root[b]
-        if ra == rb or min(size[ra], size[rb]) >= min_size:
+        ra, rb = pieces[a], pieces[b]
+        if ra == rb or min(pieces.weights[ra], pieces.weights[rb]) >= min_size:
             continue
         g.add_edge(a, b, weight=n)
-        for k, r in root.items():  # merge b's piece into a's (O(n) per merge is fine at n = 1000s)
-            if r == rb:
-                root[k] = ra
-        size[ra] += size.pop(rb)
+        pieces.union(a, b)
 
 
 def cluster_images(names: Sequence[str], verified: Dict[Tuple[str, str], int],
