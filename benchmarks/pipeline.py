@@ -85,13 +85,14 @@ def table(rows: List[dict]) -> str:
             ("peak_rss_gib", "{:.2f}"), ("peak_gpu_gib", "{:.2f}")]
     stages = sorted({s for r in rows for s in r["timings"]}, key=lambda s: list(rows[0]["timings"]).index(s)
                     if s in rows[0]["timings"] else 99)
-    lines = [f"{'':<16}" + "".join(f"{r['variant']:>14}" for r in rows)]
-    lines += [f"{k:<16}" + "".join(f"{fmt.format(r[k]):>14}" for r in rows) for k, fmt in keys]
-    lines += [f"{'t_' + s:<16}" + "".join(f"{r['timings'].get(s, 0.0):>14.1f}" for r in rows) for s in stages]
     rates = [("images/s end to end", lambda r: r["images"] / r["wall_s"]),
              ("images/s features", lambda r: r["images"] / max(r["timings"].get("features", 0.0), 1e-9)),
              ("pairs/s matching", lambda r: r["pairs"] / max(r["timings"].get("matching", 0.0), 1e-9))]
-    lines += [f"{k:<22}" + "".join(f"{f(r):>14.1f}" for r in rows)[6:] for k, f in rates]
+    w = max(len(k) for k, _ in rates)
+    lines = [f"{'':<{w}}" + "".join(f"{r['variant']:>14}" for r in rows)]
+    lines += [f"{k:<{w}}" + "".join(f"{fmt.format(r[k]):>14}" for r in rows) for k, fmt in keys]
+    lines += [f"{'t_' + s:<{w}}" + "".join(f"{r['timings'].get(s, 0.0):>14.1f}" for r in rows) for s in stages]
+    lines += [f"{k:<{w}}" + "".join(f"{f(r):>14.1f}" for r in rows) for k, f in rates]
     if len(rows) == 2 and rows[0]["pairs"]:
         lines.append(f"pair ratio {rows[1]['variant']}/{rows[0]['variant']}: {rows[1]['pairs'] / rows[0]['pairs']:.2f}x")
     return "\n".join(lines)
@@ -132,12 +133,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         log = a.out / name / "stderr.log"  # the run's log, written as it goes
         with open(log, "w") as err:
             res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
-        res.stderr = log.read_text()
+        stderr = log.read_text()
         line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
         if res.returncode or not line:
-            print(res.stderr[-3000:], file=sys.stderr)
+            print(stderr[-3000:], file=sys.stderr)
             return 1
-        for err in [ln for ln in res.stderr.splitlines() if " ERROR " in ln][:5]:
+        for err in [ln for ln in stderr.splitlines() if " ERROR " in ln][:5]:
             print(f"{name}: {err}", file=sys.stderr)
         rows.append(json.loads(line[0][len("RESULT "):]))
         print(f"{name}: score {rows[-1]['score']:.3f} in {rows[-1]['wall_s']:.0f} s", flush=True)
