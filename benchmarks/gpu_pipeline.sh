@@ -31,12 +31,13 @@ if [ -d .gpuwheels/beer ] && [ "${MATCHING:-1}" = 1 ]; then  # LightGlue batchin
   cp /tmp/matching/results.json "$OUT/matching_results.json"
 fi
 bench=/tmp/bench-$preset
+copy_logs() { for f in "$bench"/*/stderr.log; do [ -f "$f" ] && cp "$f" "$OUT/$preset-$(basename "$(dirname "$f")").stderr.log"; done; }
 # Copy the variants' logs every 15 s too, so a run cut off by the time limit still reports its stages.
-(while sleep 15; do for f in "$bench"/*/stderr.log; do [ -f "$f" ] && cp "$f" "$OUT/$preset-$(basename "$(dirname "$f")").stderr.log"; done; done) >/dev/null 2>&1 &
+(while sleep 15; do copy_logs; done) >/dev/null 2>&1 &
 copier=$!
 python3 benchmarks/pipeline.py --out "$bench" --preset "$preset" --workers "$(nproc)" --variants "$variants" "$@" 2>&1 \
   | grep -v "^[IW]2026" | tee -a "$OUT/$preset.log"
-for v in ${variants//,/ }; do cp "$bench/$v/stderr.log" "$OUT/$preset-$v.stderr.log" 2>/dev/null; done
+copy_logs
 cp "$bench/results.json" "$OUT/$preset-results.json"
 if [ -d .gpuwheels/beer ] && [ "${BEER:-1}" = 1 ]; then
   cp -r .gpuwheels/beer /tmp/beer
