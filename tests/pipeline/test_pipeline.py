@@ -146,21 +146,3 @@ def test_seeded_reconstruction_on_the_pipeline_database(competition, first_run, 
         return float(np.median(errs))
 
     assert rel_rot_err(lambda n: model[n][0]) < 0.5 * rel_rot_err(lambda n: seed[n][0])
-
-
-@pytest.mark.parametrize("mapper", ["incremental", "global"])
-def test_mappers_on_the_pipeline_database(competition, first_run, tmp_path, mapper):
-    """Both COLMAP mappers reconstruct a true scene from the run's own LightGlue database."""
-    labels = read_labels(competition / "train_labels.csv")
-    scene = max({r.scene for r in labels if r.scene != OUTLIER_SCENE}, key=lambda s: sum(r.scene == s for r in labels))
-    gt = {r.image: r.R for r in labels if r.scene == scene}
-    names = sorted(gt)
-    work = first_run[2] / labels[0].dataset
-    res = reconstruct_cluster(names, work / "database.db", competition / "train" / labels[0].dataset, tmp_path,
-                              {"poses": "colmap", "mapper": mapper, "num_threads": 1})
-    assert res.path == "colmap" and res.models
-    model = res.models[0]
-    assert len(model) >= len(names) - 2, f"{mapper}: {len(model)} of {len(names)} registered"
-    errs = [rotation_error(model[b][0] @ model[a][0].T, gt[b] @ gt[a].T)
-            for i, a in enumerate(names) for b in names[i + 1:] if a in model and b in model]
-    assert np.median(errs) < 1.0 and np.percentile(errs, 90) < 3.0, (mapper, np.median(errs))
