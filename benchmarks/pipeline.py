@@ -33,6 +33,9 @@ VARIANTS = {
     "nosupport": ["clustering.support=0"],  # edges need no common neighbour (the default before)
     "support2": ["clustering.support=2"],
     "global": ["reconstruction.mapper=global"],  # GLOMAP-style global SfM instead of incremental
+    # clusters one after another (COLMAP gets every core) or one process per core
+    "serial": ["reconstruction.workers=1"],
+    "parallel": ["reconstruction.workers=0"],
     # pose paths (benchmarks/seeded.py); memposer and seeded need --checkpoint
     "colmap": ["reconstruction.poses=colmap"],
     "memposer": ["reconstruction.poses=memposer"],

@@ -12,11 +12,15 @@ that clustering merged get separated again). Poses are world-to-camera ``(R, t)`
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from tqdm import tqdm
 
 from memposer import colmap
 from memposer.colmap import Pose
@@ -36,6 +40,9 @@ default_conf = {
     "min_model_size": 3,
     "max_num_models": 50,
     "max_runtime_seconds": 0,  # per cluster; 0 = no limit
+    # Clusters reconstructed at once, each in its own process; 0 = one per CPU core. With
+    # num_threads -1 the cores are shared out between them.
+    "workers": 1,
     "structure_less_fallback": False,  # pycolmap 4's slow structure-less registration
     "seeding": {},  # memposer.pipeline.seeding.default_conf
 }
@@ -78,21 +85,29 @@ def disjoint(models: List[Dict[str, Pose]], min_size: int = 1) -> List[Dict[str,
     return out
 
 
+def predict_poses(names: Sequence[str], image_dir: Path | str, predictor: Predictor) -> Dict[str, Pose]:
+    """The network's pose for every image of one cluster."""
+    R, t, _ = predictor([Path(image_dir) / n for n in names])
+    return {n: (R[i], t[i]) for i, n in enumerate(names)}
+
+
 def reconstruct_cluster(names: Sequence[str], database_path: Path | str, image_dir: Path | str,
                         out_dir: Path | str, conf: Optional[dict] = None,
-                        predictor: Optional[Predictor] = None) -> ClusterResult:
-    """Poses for one cluster's images by the configured path."""
+                        predictor: Optional[Predictor] = None,
+                        pred: Optional[Dict[str, Pose]] = None) -> ClusterResult:
+    """Poses for one cluster's images by the configured path; ``pred`` are the network's poses
+    when already predicted, else ``predictor`` makes them."""
     conf = {**default_conf, **(conf or {})}
     database_path, image_dir, out_dir = Path(database_path), Path(image_dir), Path(out_dir)
     mode = conf["poses"]
     if mode not in ("colmap", "memposer", "seeded"):
         raise ValueError(f"unknown poses path {mode!r} (colmap|memposer|seeded)")
-    if mode != "colmap" and predictor is None:
+    if mode != "colmap" and predictor is None and pred is None:
         raise ValueError(f"poses: {mode} needs a MemPoser checkpoint (--checkpoint)")
-    pred: Dict[str, Pose] = {}
-    if predictor is not None and mode != "colmap":
-        R, t, _ = predictor([image_dir / n for n in names])
-        pred = {n: (R[i], t[i]) for i, n in enumerate(names)}
+    if mode == "colmap":
+        pred = {}
+    elif pred is None:
+        pred = predict_poses(names, image_dir, predictor)
     if mode == "memposer":
         return ClusterResult([pred], "memposer", {"registered": float(len(pred))})
     mapped = colmap.run_mapper(database_path, image_dir, out_dir, names, conf)
@@ -100,6 +115,91 @@ def reconstruct_cluster(names: Sequence[str], database_path: Path | str, image_d
         return _seeded(database_path, names, pred, mapped, conf)
     models = disjoint([colmap.poses_of(r) for r in mapped], conf["min_model_size"])
     return ClusterResult(models, "colmap", {"registered": float(sum(map(len, models)))})
+
+
+def reconstruct_clusters(clusters: Sequence[Sequence[str]], database_path: Path | str, image_dir: Path | str,
+                         out_dir: Path | str, conf: Optional[dict] = None, predictor: Optional[Predictor] = None,
+                         progress: bool = True, label: str = "") -> List[Optional[ClusterResult]]:
+    """``reconstruct_cluster`` for every cluster (into ``out_dir/c<i>``), ``workers`` at a time.
+
+    Results come back in cluster order whatever the scheduling, and each cluster seeds COLMAP the
+    same way, so ``num_threads: 1`` output does not depend on ``workers``. A cluster that fails is
+    logged and returned as ``None`` (its images become outliers); the other clusters are kept.
+    """
+    conf = {**default_conf, **(conf or {})}
+    tag = f"{label}: " if label else ""
+    # The network runs here, once per cluster, so that worker processes never touch the GPU.
+    preds = [predict_poses(c, image_dir, predictor) if predictor is not None and conf["poses"] != "colmap" else None
+             for c in clusters]
+    workers = min(int(conf["workers"]) or os.cpu_count() or 1, len(clusters))
+    if workers > 1:
+        if int(conf["num_threads"]) <= 0:
+            conf = {**conf, "num_threads": max(1, (os.cpu_count() or 1) // workers)}
+        log.info("%sreconstructing %d clusters in %d processes, %d COLMAP threads each",
+                 tag, len(clusters), workers, conf["num_threads"])
+    results: List[Optional[ClusterResult]] = [None] * len(clusters)
+    # Largest clusters first, so that a big one does not start last and run alone.
+    order = sorted(range(len(clusters)), key=lambda i: -len(clusters[i]))
+    with _executor(workers) as pool, tqdm(total=len(clusters), desc=f"{tag}reconstruction",
+                                         disable=not progress, leave=False) as bar:
+        jobs = {i: pool.submit(_guarded, i, clusters[i], database_path, image_dir, Path(out_dir) / f"c{i}", conf,
+                               preds[i]) for i in order}
+        for i in order:
+            try:
+                results[i] = jobs[i].result()
+            except Exception as e:  # the worker process itself died (e.g. a crash inside COLMAP)
+                log.error("%scluster %d (%d images): reconstruction process failed (%s: %s); its images become "
+                          "outliers", tag, i, len(clusters[i]), type(e).__name__, e)
+            if results[i] is not None:
+                log.info("%scluster %d (%d images) -> %s, models of %s images", tag, i, len(clusters[i]),
+                         results[i].path, [len(m) for m in results[i].models])
+            bar.update()
+    return results
+
+
+class _Deferred:
+    """A job of ``_Inline``: runs when its result is asked for."""
+
+    def __init__(self, fn: Callable, args: tuple):
+        self.fn, self.args = fn, args
+
+    def result(self):
+        return self.fn(*self.args)
+
+
+class _Inline:
+    """The executor for ``workers: 1``: every job in this process, one after another."""
+
+    def submit(self, fn: Callable, *args) -> _Deferred:
+        return _Deferred(fn, args)
+
+    def __enter__(self) -> "_Inline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _executor(workers: int):
+    if workers <= 1:
+        return _Inline()
+    # spawn: a forked child would inherit CUDA and OpenMP state from this process.
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                               initargs=(logging.getLogger().getEffectiveLevel(),))
+
+
+def _worker_init(log_level: int) -> None:
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _guarded(i: int, names: Sequence[str], database_path, image_dir, out_dir, conf: dict,
+             pred: Optional[Dict[str, Pose]]) -> Optional[ClusterResult]:
+    try:
+        return reconstruct_cluster(names, database_path, image_dir, out_dir, conf, pred=pred)
+    except Exception as e:  # one cluster must not cost the dataset its other clusters
+        log.error("cluster %d (%d images): reconstruction failed (%s: %s); its images become outliers",
+                  i, len(names), type(e).__name__, e)
+        return None
 
 
 main = reconstruct_cluster

@@ -92,13 +92,12 @@ def run_dataset(dataset: str, image_dir: Path, names: List[str], work: Path, con
     clock.lap("clustering")
     log.info("%s: %d clusters of %s images, %d images in none", dataset, len(clusters),
              sorted((len(c) for c in clusters), reverse=True), len(ok) - sum(len(c) for c in clusters))
+    results = reconstruction.reconstruct_clusters(clusters, db_path, image_dir, work / "models",
+                                                  conf["reconstruction"], predictor, progress,
+                                                  label=dataset)
     models, paths = [], {}
-    for ci, cluster in enumerate(tqdm(clusters, desc=f"{dataset}: reconstruction", disable=not progress, leave=False)):
-        res = reconstruction.reconstruct_cluster(cluster, db_path, image_dir, work / "models" / f"c{ci}",
-                                                 conf["reconstruction"], predictor)
-        log.info("%s: cluster %d (%d images) -> %s, %s", dataset, ci, len(cluster), res.path,
-                 [len(m) for m in res.models])
-        for m in res.models:
+    for res in results:
+        for m in (res.models if res is not None else []):
             paths[f"cluster{len(models)}"] = res.path
             models.append(m)
     clock.lap("reconstruction")

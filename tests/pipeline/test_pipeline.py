@@ -1,7 +1,9 @@
 """The whole pipeline as a user runs it (``infer.py`` in a subprocess) on a small synthetic dataset."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from scipy.spatial.transform import Rotation
 from memposer.data.imc import OUTLIER_SCENE, read_labels, read_poses, read_thresholds
 from memposer.geometry import apply_similarity, camera_center, random_rotation, rotation_error
 from memposer.metric import score_submission
-from memposer.pipeline.reconstruction import reconstruct_cluster
+from memposer.pipeline.reconstruction import reconstruct_cluster, reconstruct_clusters
 
 ROOT = Path(__file__).resolve().parents[2]
 # Small and fast on 2 cores: few keypoints, a short shortlist, COLMAP single-threaded (reproducible).
@@ -78,6 +80,31 @@ def test_killed_run_resumes_to_the_same_file(competition, first_run, tmp_path):
     assert "features: 0 cached" not in res.stderr  # features came from the cache
     assert "pairs cached" in res.stderr  # and the matches made before the kill
     assert (tmp_path / "submission.csv").read_bytes() == first_run[0].read_bytes()
+
+
+def test_parallel_reconstruction_writes_the_same_file(competition, first_run, tmp_path):
+    """Clusters mapped in 2 processes give the same submission as one after another (num_threads=1)."""
+    out = {}
+    for workers in (1, 2):
+        work = tmp_path / f"work{workers}"
+        shutil.copytree(first_run[2], work)  # reuse the run's features and matches
+        res = infer(competition / "train", tmp_path / f"s{workers}.csv", work, f"reconstruction.workers={workers}")
+        assert res.returncode == 0, res.stderr[-3000:]
+        out[workers] = (tmp_path / f"s{workers}.csv").read_bytes()
+        assert ("clusters in 2 processes" in res.stderr) == (workers == 2), res.stderr[-3000:]
+    assert out[1] == out[2], "workers=2 differs from workers=1"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_failing_cluster_costs_only_its_own_images(competition, first_run, tmp_path, workers):
+    """The second cluster's model folder cannot be made, so its reconstruction raises; the first is still mapped."""
+    dataset = sorted((competition / "train").iterdir())[0].name
+    clusters = list(json.loads((first_run[2] / "views.json").read_text())[dataset]["clusters"].values())[:2]
+    (tmp_path / "c1").write_text("a file where the cluster's model folder should go")
+    res = reconstruct_clusters(clusters, first_run[2] / dataset / "database.db", competition / "train" / dataset,
+                               tmp_path, {"num_threads": 1, "workers": workers}, progress=False)
+    assert res[1] is None
+    assert res[0] is not None and res[0].models and set(res[0].models[0]) <= set(clusters[0])
 
 
 def test_bad_input_still_gives_a_complete_submission(competition, tmp_path):
