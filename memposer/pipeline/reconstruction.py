@@ -14,7 +14,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sqlite3
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -140,8 +143,8 @@ def reconstruct_clusters(clusters: Sequence[Sequence[str]], database_path: Path 
     results: List[Optional[ClusterResult]] = [None] * len(clusters)
     # Largest clusters first, so that a big one does not start last and run alone.
     order = sorted(range(len(clusters)), key=lambda i: -len(clusters[i]))
-    with _executor(workers) as pool, tqdm(total=len(clusters), desc=f"{tag}reconstruction",
-                                         disable=not progress, leave=False) as bar:
+    bar = tqdm(total=len(clusters), desc=f"{tag}reconstruction", disable=not progress, leave=False)
+    with _executor(workers, database_path, Path(out_dir)) as pool, bar:
         jobs = {i: pool.submit(_guarded, i, clusters[i], database_path, image_dir, Path(out_dir) / f"c{i}", conf,
                                preds[i]) for i in order}
         for i in order:
@@ -180,22 +183,41 @@ class _Inline:
         return None
 
 
-def _executor(workers: int):
+@contextmanager
+def _executor(workers: int, database_path: Path | str, scratch: Path):
+    """``_Inline`` for one worker; else a process pool whose every process maps from its own copy
+    of the database: COLMAP processes opening one SQLite file at the same moment can fail with
+    "No registered database factory succeeded" (seen in 1 of about 10 runs of the pipeline test)."""
     if workers <= 1:
-        return _Inline()
-    # spawn: a forked child would inherit CUDA and OpenMP state from this process.
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-                               initargs=(logging.getLogger().getEffectiveLevel(),))
+        yield _Inline()
+        return
+    ctx = multiprocessing.get_context("spawn")  # a forked child would inherit CUDA and OpenMP state
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="databases-", dir=scratch) as tmp:
+        copies = ctx.Queue()
+        for k in range(workers):
+            copy = Path(tmp) / f"worker{k}.db"
+            with closing(sqlite3.connect(database_path)) as src, closing(sqlite3.connect(copy)) as dst:
+                src.backup(dst)  # the SQLite backup API: consistent even with a write-ahead log
+            copies.put(str(copy))
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(logging.getLogger().getEffectiveLevel(), copies)) as pool:
+            yield pool
 
 
-def _worker_init(log_level: int) -> None:
+_worker_database: Optional[str] = None  # this worker process's copy of the database
+
+
+def _worker_init(log_level: int, copies) -> None:
+    global _worker_database
+    _worker_database = copies.get()
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _guarded(i: int, names: Sequence[str], database_path, image_dir, out_dir, conf: dict,
              pred: Optional[Dict[str, Pose]]) -> Optional[ClusterResult]:
     try:
-        return reconstruct_cluster(names, database_path, image_dir, out_dir, conf, pred=pred)
+        return reconstruct_cluster(names, _worker_database or database_path, image_dir, out_dir, conf, pred=pred)
     except Exception as e:  # one cluster must not cost the dataset its other clusters
         log.error("cluster %d (%d images): reconstruction failed (%s: %s); its images become outliers",
                   i, len(names), type(e).__name__, e)

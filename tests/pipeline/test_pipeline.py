@@ -17,6 +17,7 @@ from scipy.spatial.transform import Rotation
 from memposer.data.imc import OUTLIER_SCENE, read_labels, read_poses, read_thresholds
 from memposer.geometry import apply_similarity, camera_center, random_rotation, rotation_error
 from memposer.metric import score_submission
+from memposer.pipeline.clustering import cluster_images
 from memposer.pipeline.reconstruction import reconstruct_cluster, reconstruct_clusters
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,7 +100,9 @@ def test_parallel_reconstruction_writes_the_same_file(competition, first_run, tm
 def test_a_failing_cluster_costs_only_its_own_images(competition, first_run, tmp_path, workers):
     """The second cluster's model folder cannot be made, so its reconstruction raises; the first is still mapped."""
     dataset = sorted((competition / "train").iterdir())[0].name
-    clusters = list(json.loads((first_run[2] / "views.json").read_text())[dataset]["clusters"].values())[:2]
+    verified = {(a, b): n for a, b, n in json.loads((first_run[2] / "views.json").read_text())[dataset]["verified"]}
+    clusters = cluster_images(sorted({n for pair in verified for n in pair}), verified)[0][:2]
+    assert len(clusters) == 2
     (tmp_path / "c1").write_text("a file where the cluster's model folder should go")
     res = reconstruct_clusters(clusters, first_run[2] / dataset / "database.db", competition / "train" / dataset,
                                tmp_path, {"num_threads": 1, "workers": workers}, progress=False)
