@@ -110,6 +110,23 @@ def test_a_failing_cluster_costs_only_its_own_images(competition, first_run, tmp
     assert res[0] is not None and res[0].models and set(res[0].models[0]) <= set(clusters[0])
 
 
+def test_global_mapper_on_the_pipeline_database(competition, first_run, tmp_path):
+    """``mapper: global`` (in worker processes, each with its own database copy) registers a whole
+    clean cluster with relative rotations within 1 degree of the truth."""
+    dataset = sorted((competition / "train").iterdir())[0].name
+    verified = {(a, b): n for a, b, n in json.loads((first_run[2] / "views.json").read_text())[dataset]["verified"]}
+    clusters = cluster_images(sorted({n for pair in verified for n in pair}), verified)[0]
+    gt = {r.image: r.R for r in read_labels(competition / "train_labels.csv") if r.dataset == dataset}
+    res = reconstruct_clusters(clusters, first_run[2] / dataset / "database.db", competition / "train" / dataset,
+                               tmp_path, {"mapper": "global", "num_threads": 1, "workers": 2}, progress=False)
+    whole = [m for c, r in zip(clusters, res) if r is not None for m in r.models if sorted(m) == sorted(c)]
+    assert whole, [None if r is None else [len(m) for m in r.models] for r in res]
+    for m in whole:
+        names = sorted(m)
+        errs = [rotation_error(m[b][0] @ m[a][0].T, gt[b] @ gt[a].T) for i, a in enumerate(names) for b in names[i + 1:]]
+        assert max(errs) < 1.0, errs
+
+
 def test_bad_input_still_gives_a_complete_submission(competition, tmp_path):
     data = tmp_path / "test"
     good = data / "mixed"
