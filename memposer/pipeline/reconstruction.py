@@ -44,7 +44,8 @@ default_conf = {
     "max_num_models": 50,
     "max_runtime_seconds": 0,  # per cluster; 0 = no limit
     # Clusters reconstructed at once, each in its own process; 0 = one per CPU core. With
-    # num_threads -1 the cores are shared out between them.
+    # num_threads -1 the cores are shared out between them. Processes are spawned, so a script
+    # calling the pipeline needs the usual `if __name__ == "__main__":` guard.
     "workers": 1,
     "structure_less_fallback": False,  # pycolmap 4's slow structure-less registration
     "seeding": {},  # memposer.pipeline.seeding.default_conf
@@ -94,6 +95,15 @@ def predict_poses(names: Sequence[str], image_dir: Path | str, predictor: Predic
     return {n: (R[i], t[i]) for i, n in enumerate(names)}
 
 
+def _check_mode(conf: dict, has_poses: bool) -> str:
+    mode = conf["poses"]
+    if mode not in ("colmap", "memposer", "seeded"):
+        raise ValueError(f"unknown poses path {mode!r} (colmap|memposer|seeded)")
+    if mode != "colmap" and not has_poses:
+        raise ValueError(f"poses: {mode} needs a MemPoser checkpoint (--checkpoint)")
+    return mode
+
+
 def reconstruct_cluster(names: Sequence[str], database_path: Path | str, image_dir: Path | str,
                         out_dir: Path | str, conf: Optional[dict] = None,
                         predictor: Optional[Predictor] = None,
@@ -102,11 +112,7 @@ def reconstruct_cluster(names: Sequence[str], database_path: Path | str, image_d
     when already predicted, else ``predictor`` makes them."""
     conf = {**default_conf, **(conf or {})}
     database_path, image_dir, out_dir = Path(database_path), Path(image_dir), Path(out_dir)
-    mode = conf["poses"]
-    if mode not in ("colmap", "memposer", "seeded"):
-        raise ValueError(f"unknown poses path {mode!r} (colmap|memposer|seeded)")
-    if mode != "colmap" and predictor is None and pred is None:
-        raise ValueError(f"poses: {mode} needs a MemPoser checkpoint (--checkpoint)")
+    mode = _check_mode(conf, predictor is not None or pred is not None)
     if mode == "colmap":
         pred = {}
     elif pred is None:
@@ -130,6 +136,7 @@ def reconstruct_clusters(clusters: Sequence[Sequence[str]], database_path: Path 
     logged and returned as ``None`` (its images become outliers); the other clusters are kept.
     """
     conf = {**default_conf, **(conf or {})}
+    _check_mode(conf, predictor is not None)  # a configuration error is one error, not one per cluster
     tag = f"{label}: " if label else ""
     # The network runs here, once per cluster, so that worker processes never touch the GPU.
     preds = [predict_poses(c, image_dir, predictor) if predictor is not None and conf["poses"] != "colmap" else None

@@ -1,12 +1,15 @@
-"""Stage-level behaviour that needs no images: pair shortlisting, clustering, VLAD retrieval."""
+"""Stage-level behaviour that needs no images: pair shortlisting, clustering, VLAD retrieval,
+reconstruction settings."""
 from __future__ import annotations
 
 from itertools import combinations
 
 import numpy as np
+import pytest
 
 from memposer.pipeline.clustering import cluster_images
 from memposer.pipeline.pairs import shortlist_pairs
+from memposer.pipeline.reconstruction import reconstruct_clusters
 from memposer.pipeline.retrieval import kmeans, vlad
 
 
@@ -130,3 +133,13 @@ def test_dinov2_retrieval_reads_local_weights(tmp_path):
     again = global_descriptors(tmp_path, names, tmp_path / "unused.h5",
                                {"method": "dinov2", "weights": str(tmp_path / "dinov2_vits14.pth"), "resize": 112})
     assert np.allclose(desc, again, atol=1e-6)  # same weights, same images: same descriptors
+
+
+def test_reconstruction_config_errors_are_raised_once(tmp_path):
+    """A bad ``poses`` setting is one error before any cluster starts, not one per cluster."""
+    clusters = [["a.png", "b.png", "c.png"]] * 3
+    with pytest.raises(ValueError, match="unknown poses path"):
+        reconstruct_clusters(clusters, tmp_path / "db.db", tmp_path, tmp_path, {"poses": "bogus"}, progress=False)
+    with pytest.raises(ValueError, match="needs a MemPoser checkpoint"):
+        reconstruct_clusters(clusters, tmp_path / "db.db", tmp_path, tmp_path, {"poses": "seeded", "workers": 2},
+                             progress=False)
