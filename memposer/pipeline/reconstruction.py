@@ -151,12 +151,13 @@ def reconstruct_clusters(clusters: Sequence[Sequence[str]], database_path: Path 
     # Largest clusters first, so that a big one does not start last and run alone.
     order = sorted(range(len(clusters)), key=lambda i: -len(clusters[i]))
     bar = tqdm(total=len(clusters), desc=f"{tag}reconstruction", disable=not progress, leave=False)
-    with _executor(workers, database_path, Path(out_dir)) as pool, bar:
-        jobs = {i: pool.submit(_guarded, i, clusters[i], database_path, image_dir, Path(out_dir) / f"c{i}", conf,
-                               preds[i]) for i in order}
+    out_dir = Path(out_dir)
+    args = {i: (i, clusters[i], database_path, image_dir, out_dir / f"c{i}", conf, preds[i]) for i in order}
+    with _executor(workers, database_path, out_dir) as pool, bar:
+        jobs = {i: pool.submit(_guarded, *args[i]) for i in order} if pool else {}
         for i in order:
             try:
-                results[i] = jobs[i].result()
+                results[i] = jobs[i].result() if pool else _guarded(*args[i])
             except Exception as e:  # the worker process itself died (e.g. a crash inside COLMAP)
                 log.error("%scluster %d (%d images): reconstruction process failed (%s: %s); its images become "
                           "outliers", tag, i, len(clusters[i]), type(e).__name__, e)
@@ -167,36 +168,14 @@ def reconstruct_clusters(clusters: Sequence[Sequence[str]], database_path: Path 
     return results
 
 
-class _Deferred:
-    """A job of ``_Inline``: runs when its result is asked for."""
-
-    def __init__(self, fn: Callable, args: tuple):
-        self.fn, self.args = fn, args
-
-    def result(self):
-        return self.fn(*self.args)
-
-
-class _Inline:
-    """The executor for ``workers: 1``: every job in this process, one after another."""
-
-    def submit(self, fn: Callable, *args) -> _Deferred:
-        return _Deferred(fn, args)
-
-    def __enter__(self) -> "_Inline":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
 @contextmanager
 def _executor(workers: int, database_path: Path | str, scratch: Path):
-    """``_Inline`` for one worker; else a process pool whose every process maps from its own copy
-    of the database: COLMAP processes opening one SQLite file at the same moment can fail with
-    "No registered database factory succeeded" (seen in 1 of about 10 runs of the pipeline test)."""
+    """None for one worker (the caller runs the jobs itself); else a process pool whose every
+    process maps from its own copy of the database: COLMAP processes opening one SQLite file at
+    the same moment can fail with "No registered database factory succeeded" (seen in 1 of about
+    10 runs of the pipeline test)."""
     if workers <= 1:
-        yield _Inline()
+        yield None
         return
     ctx = multiprocessing.get_context("spawn")  # a forked child would inherit CUDA and OpenMP state
     scratch.mkdir(parents=True, exist_ok=True)

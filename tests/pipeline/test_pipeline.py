@@ -83,6 +83,13 @@ def test_killed_run_resumes_to_the_same_file(competition, first_run, tmp_path):
     assert (tmp_path / "submission.csv").read_bytes() == first_run[0].read_bytes()
 
 
+def _clusters_of(competition: Path, first_run) -> tuple:
+    """The first dataset's name and the clusters that clustering made from the run's verified pairs."""
+    dataset = sorted((competition / "train").iterdir())[0].name
+    verified = {(a, b): n for a, b, n in json.loads((first_run[2] / "views.json").read_text())[dataset]["verified"]}
+    return dataset, cluster_images(sorted({n for pair in verified for n in pair}), verified)[0]
+
+
 def test_parallel_reconstruction_writes_the_same_file(competition, first_run, tmp_path):
     """Clusters mapped in 2 processes give the same submission as one after another (num_threads=1)."""
     out = {}
@@ -99,9 +106,8 @@ def test_parallel_reconstruction_writes_the_same_file(competition, first_run, tm
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_failing_cluster_costs_only_its_own_images(competition, first_run, tmp_path, workers):
     """The second cluster's model folder cannot be made, so its reconstruction raises; the first is still mapped."""
-    dataset = sorted((competition / "train").iterdir())[0].name
-    verified = {(a, b): n for a, b, n in json.loads((first_run[2] / "views.json").read_text())[dataset]["verified"]}
-    clusters = cluster_images(sorted({n for pair in verified for n in pair}), verified)[0][:2]
+    dataset, clusters = _clusters_of(competition, first_run)
+    clusters = clusters[:2]
     assert len(clusters) == 2
     (tmp_path / "c1").write_text("a file where the cluster's model folder should go")
     res = reconstruct_clusters(clusters, first_run[2] / dataset / "database.db", competition / "train" / dataset,
@@ -113,9 +119,7 @@ def test_a_failing_cluster_costs_only_its_own_images(competition, first_run, tmp
 def test_global_mapper_on_the_pipeline_database(competition, first_run, tmp_path):
     """``mapper: global`` (in worker processes, each with its own database copy) registers a whole
     clean cluster with relative rotations within 1 degree of the truth."""
-    dataset = sorted((competition / "train").iterdir())[0].name
-    verified = {(a, b): n for a, b, n in json.loads((first_run[2] / "views.json").read_text())[dataset]["verified"]}
-    clusters = cluster_images(sorted({n for pair in verified for n in pair}), verified)[0]
+    dataset, clusters = _clusters_of(competition, first_run)
     gt = {r.image: r.R for r in read_labels(competition / "train_labels.csv") if r.dataset == dataset}
     res = reconstruct_clusters(clusters, first_run[2] / dataset / "database.db", competition / "train" / dataset,
                                tmp_path, {"mapper": "global", "num_threads": 1, "workers": 2}, progress=False)
