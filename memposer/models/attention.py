@@ -167,3 +167,25 @@ class AttentionBlock(nn.Module):
         if self.cross:
             x = x + self.cross_attn(self.norm_q(x), self.norm_ctx(context), key_mask=context_mask)
         return x + self.mlp(self.norm2(x))
+
+
+class AttentionPool(nn.Module):
+    """A token reads a set by cross-attention, then an MLP: (M, C) + (M, L, C) set + (M, L) mask -> (M, C).
+
+    The token itself is always one of the keys, so a token whose set is empty (a frame that sees
+    no track) keeps a well-defined value.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 2.0):
+        super().__init__()
+        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = MultiHeadAttention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, mlp_ratio)
+
+    def forward(self, token: torch.Tensor, items: torch.Tensor, item_mask: torch.Tensor) -> torch.Tensor:
+        q = self.norm_q(token)[:, None]
+        kv = torch.cat([q, self.norm_kv(items)], 1)
+        mask = torch.cat([item_mask.new_ones(item_mask.shape[0], 1), item_mask], 1)
+        x = token + self.attn(q, kv, key_mask=mask)[:, 0]
+        return x + self.mlp(self.norm2(x))

@@ -1,105 +1,102 @@
-"""MemPoser checkpoints: only the trained parameters, plus the model config and backbone name.
+"""MemPoser checkpoints that load without executing code.
 
-A frozen backbone's weights are not stored (they come from the DINOv2 weights file named in the
-config, or the ``backbone_weights`` argument). Lightning's training checkpoints hold the same
-``memposer`` entry and a filtered ``state_dict``, so :func:`load_checkpoint` reads both.
+The shipped format is a **safetensors** file: the model's tensors plus a JSON header entry
+``memposer`` = ``{"format", "version", "config", ...}`` (safetensors metadata). Reading it parses
+JSON and raw tensor bytes only. Lightning training checkpoints (``last.ckpt``) are read with
+``torch.load(weights_only=True)``, which refuses any pickled object that is not plain data.
+Files of the old image model (format version 1) are refused with a message.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
 
 log = logging.getLogger(__name__)
 
 FORMAT = "memposer-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the track model; 1 was the image model with a slot memory (not loadable)
 
 
-def trained_state_dict(model) -> Dict[str, torch.Tensor]:
-    """Parameters that training changes (everything but the frozen backbone) and non-backbone buffers."""
-    sd = model.state_dict()
-    keep = {n for n, p in model.named_parameters() if p.requires_grad or not n.startswith("backbone.")}
-    keep |= {n for n, _ in model.named_buffers() if not n.startswith("backbone.")}
-    return {k: v.detach().cpu() for k, v in sd.items() if k in keep}
-
-
-def checkpoint_meta(model) -> Dict[str, Any]:
-    return {"format": FORMAT, "version": VERSION, "config": model.conf, "backbone": model.conf["backbone"]["name"]}
+def checkpoint_meta(model, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    return {"format": FORMAT, "version": VERSION, "model": "tracks", "config": model.conf, **(extra or {})}
 
 
 def save_checkpoint(model, path: Path | str, extra: Optional[Dict[str, Any]] = None,
                     dtype: Optional[torch.dtype | str] = None) -> Path:
-    """Write ``{"memposer": meta, "state_dict": trained params, **extra}`` to ``path``.
+    """Write the model's state dict and ``checkpoint_meta`` (+ JSON-able ``extra``) as safetensors.
 
     ``dtype`` (e.g. ``float16``) stores floating-point tensors in that type to halve the file;
-    :func:`load_checkpoint` casts them back to the model's fp32 parameters.
+    :func:`load_checkpoint` casts them back to the model's fp32 parameters. Written to a temporary
+    name and renamed, so a crash never leaves a half-written checkpoint under the final name.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sd = trained_state_dict(model)
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if dtype is not None:
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise ValueError(f"checkpoint dtype must be a floating-point torch dtype, got {dtype!r}")
         sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
-    ckpt = {"memposer": checkpoint_meta(model), "state_dict": sd, **(extra or {})}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(path)  # never leave a half-written checkpoint under the final name
+    meta = json.dumps(checkpoint_meta(model, extra), default=float)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(sd, str(tmp), metadata={"memposer": meta})
+    tmp.replace(path)
     return path
 
 
-def _read(path: Path, map_location) -> Dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"MemPoser checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:
-        raise ValueError(f"MemPoser checkpoint {path} is corrupt or not a torch file ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or "memposer" not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not a MemPoser checkpoint (no 'memposer' / 'state_dict' entries)")
-    meta = ckpt["memposer"]
-    if meta.get("format") != FORMAT or meta.get("version", 0) > VERSION:
-        raise ValueError(f"{path}: unsupported checkpoint format {meta.get('format')} v{meta.get('version')}")
-    return ckpt
+def _check_meta(meta: Any, path: Path) -> Dict[str, Any]:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a MemPoser checkpoint (no 'memposer' entry)")
+    if meta.get("version") != VERSION:
+        raise ValueError(f"{path}: MemPoser checkpoint format v{meta.get('version')} is not supported by this "
+                         f"version (v{VERSION}, the track model); retrain with train.py or use the shipped checkpoint")
+    return meta
 
 
-def load_checkpoint(path: Path | str, map_location="cpu", backbone_weights: Optional[str] = None):
-    """Rebuild the MemPoser of a checkpoint (ours or a Lightning training checkpoint) in eval mode.
-
-    Args:
-        path: a file written by :func:`save_checkpoint` (``train.py``'s ``export``) or a Lightning
-            checkpoint of ``train.py`` (``outputs/train/checkpoints/last.ckpt``).
-        map_location: device the model is put on (``"cpu"``, ``"cuda"``, ``torch.device``).
-        backbone_weights: DINOv2 weights for a frozen backbone, overriding the path in the config;
-            ignored when the checkpoint holds the whole (trained) backbone.
-    """
-    from memposer.models.mempose import MemPoser  # noqa: PLC0415 (import cycle)
-
+def read_checkpoint(path: Path | str) -> tuple:
+    """``(meta, state_dict)`` of a safetensors export or a Lightning ``.ckpt``, without running code."""
     path = Path(path)
-    ckpt = _read(path, map_location)
-    sd = ckpt["state_dict"]
-    if any(k.startswith("model.") for k in sd):  # Lightning: keys of the LightningModule
-        sd = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
-    conf = dict(ckpt["memposer"]["config"])
-    conf["backbone"] = dict(conf["backbone"])
-    if backbone_weights is not None:
-        conf["backbone"]["weights"] = backbone_weights
-    has_full_backbone = "backbone.vit.patch_embed.proj.weight" in sd  # trained with every backbone layer
-    if has_full_backbone:
-        conf["backbone"]["weights"] = None
-    elif not conf["backbone"]["weights"] or not Path(conf["backbone"]["weights"]).exists():
-        log.warning("checkpoint %s does not hold the frozen backbone and its weights (%s) are not available: "
-                    "the backbone runs with RANDOM weights and poses will be meaningless; pass backbone_weights=",
-                    path, conf["backbone"]["weights"])
-        conf["backbone"]["weights"] = None
-    model = MemPoser(conf, warn_if_random=False)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if has_full_backbone or not k.startswith("backbone.")]
+    if not path.is_file():
+        raise FileNotFoundError(f"MemPoser checkpoint not found: {path} (see checkpoints/README.md)")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch zip / legacy pickle: Lightning checkpoints
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{path}: refused to load ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                             "only plain-data checkpoints load (no pickled code)") from None
+        if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+            raise ValueError(f"{path} is not a MemPoser checkpoint (no 'state_dict')")
+        meta = _check_meta(ckpt.get("memposer"), path)
+        sd = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        return meta, sd
+    try:
+        with safe_open(str(path), "pt") as f:
+            raw = (f.metadata() or {}).get("memposer")
+        meta = _check_meta(json.loads(raw) if raw else None, path)
+        return meta, load_file(str(path))
+    except (SafetensorError, json.JSONDecodeError, OSError) as e:
+        raise ValueError(f"MemPoser checkpoint {path} is corrupt or not a safetensors file ({e})") from None
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu"):
+    """Rebuild the MemPoser of a checkpoint (export or Lightning training checkpoint), in eval mode."""
+    from memposer.models.mempose import MemPoser  # noqa: PLC0415 (mempose does not import this module)
+
+    meta, sd = read_checkpoint(path)
+    model = MemPoser(meta["config"])
+    missing, unexpected = model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()},
+                                                strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint {path} does not match its model config: missing {missing[:8]}, "
                          f"unexpected {unexpected[:8]}")
-    return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
+    model.checkpoint_meta = meta
+    return model.to(map_location).eval()

@@ -1,56 +1,60 @@
-"""Per-scene memory: learned slots that read a scene's frames by cross-attention, layer by layer.
+"""Per-scene memory: one token per track (a 3D point seen by several frames).
 
-The memory is an explicit value (:class:`MemoryState`) that functions take and return; no module
-keeps it as hidden state. Each scene of a batch has its own row, so scenes never share memory.
+The memory is an explicit value (:class:`MemoryState`) that the decoder layers take and return; no
+module keeps it as hidden state. Each scene of a batch has its own rows, so scenes never share
+memory. A track's token is written from the observations of it (one per frame that sees it) and
+read back by those observations, so what frame i knows of frame j travels through the points they
+share: the correspondences the pipeline verified.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import List, Optional
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from memposer.models.attention import AttentionBlock
+from memposer.models.attention import AttentionPool
 
 
 @dataclass
 class MemoryState:
-    """Memory tokens of B scenes: ``tokens`` (B, M, C); ``history`` holds the tokens after each layer."""
+    """Track tokens ``tokens`` (B, P, C) of B scenes; ``mask`` (B, P) marks real tracks."""
 
     tokens: torch.Tensor
-    history: List[torch.Tensor] = field(default_factory=list)
-
-    @property
-    def batch_size(self) -> int:
-        return self.tokens.shape[0]
+    mask: torch.Tensor
 
     def updated(self, tokens: torch.Tensor) -> "MemoryState":
-        return MemoryState(tokens, self.history + [tokens])
-
-    def detach(self) -> "MemoryState":
-        return MemoryState(self.tokens.detach(), [h.detach() for h in self.history])
+        return MemoryState(tokens, self.mask)
 
 
-class SceneMemory(nn.Module):
-    """Learned initial slots; :meth:`init` gives every scene its own copy."""
+def masked_mean(x: torch.Tensor, m: torch.Tensor, dim: int) -> torch.Tensor:
+    """Mean of ``x`` (..., C) over ``dim`` where ``m`` (x without C) is True; 0 where nothing is."""
+    w = m.unsqueeze(-1).to(x.dtype)
+    return (x * w).sum(dim) / w.sum(dim).clamp_min(1)
 
-    def __init__(self, dim: int, num_slots: int):
+
+class TrackMemory(nn.Module):
+    """Initial memory: a learned token plus the mean of each track's observation features."""
+
+    def __init__(self, dim: int):
         super().__init__()
-        self.slots = nn.Parameter(torch.randn(num_slots, dim) * 0.02)
+        self.token = nn.Parameter(torch.zeros(dim))
+        self.proj = nn.Linear(dim, dim)
 
-    def init(self, batch_size: int) -> MemoryState:
-        return MemoryState(self.slots.unsqueeze(0).expand(batch_size, -1, -1))
+    def init(self, obs: torch.Tensor, vis: torch.Tensor) -> MemoryState:
+        """obs (B,N,P,C) observation features, vis (B,N,P) -> memory of the P tracks."""
+        return MemoryState(self.token + self.proj(masked_mean(obs, vis, 1)), vis.any(1))
 
 
-class MemoryRead(nn.Module):
-    """One refinement of the memory: slots attend to each other, then read the scene's frame tokens."""
+class MemoryWrite(nn.Module):
+    """Each track token attends over its own observations (and itself) and is refined by an MLP."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 2.0):
         super().__init__()
-        self.block = AttentionBlock(dim, num_heads, cross=True, mlp_ratio=mlp_ratio)
+        self.pool = AttentionPool(dim, num_heads, mlp_ratio)
 
-    def forward(self, state: MemoryState, frame_tokens: torch.Tensor,
-                token_mask: Optional[torch.Tensor] = None) -> MemoryState:
-        """frame_tokens: (B, K*T, C) all tokens of each scene's frames; token_mask: (B, K*T), False = padding."""
-        return state.updated(self.block(state.tokens, context=frame_tokens, context_mask=token_mask))
+    def forward(self, memory: MemoryState, obs: torch.Tensor, vis: torch.Tensor) -> MemoryState:
+        B, N, P, C = obs.shape
+        per_track = obs.transpose(1, 2).reshape(B * P, N, C)
+        tokens = self.pool(memory.tokens.reshape(B * P, C), per_track, vis.transpose(1, 2).reshape(B * P, N))
+        return memory.updated(tokens.view(B, P, C))

@@ -51,7 +51,7 @@ class Throughput(pl.Callback):
         self.frames += int(batch["mask"].sum())
         # logged per rank times the world size: an estimate; on_train_end sums the real counts
         pl_module.log("perf/train_frames_per_s", self.frames * trainer.world_size / self.wall_s,
-                      rank_zero_only=True, batch_size=len(batch["scene"]))
+                      rank_zero_only=True, batch_size=len(batch["mask"]))
 
     def on_validation_start(self, trainer, pl_module):
         self._last_end = None  # the time spent validating is no data-loading wait

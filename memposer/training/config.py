@@ -14,8 +14,8 @@ CONFIG_DIR = config_dir()
 
 default_train_conf: Dict[str, Any] = {
     "seed": 0,
-    "model": "vits",             # a name under configs/model/, a YAML path, or an inline dict
-    "data": {},                  # memposer.data.scenes.default_conf
+    "model": "default",          # a name under configs/model/, a YAML path, or an inline dict
+    "data": {},                  # memposer.training.data.default_conf
     "loss": {},                  # memposer.models.losses.default_loss_conf
     "optim": {},                 # memposer.training.module.default_optim_conf
     "trainer": {},               # passed to pytorch_lightning.Trainer
@@ -23,8 +23,8 @@ default_train_conf: Dict[str, Any] = {
     "wandb": {"project": "memposer", "mode": "offline", "name": None},
     "output_dir": "outputs/train",
     "checkpoint": {"dirpath": None, "monitor": "val/rot_err_median", "mode": "min", "save_last": True},
-    "export": None,              # model-only checkpoint written after training (best val)
-    "export_dtype": None,        # e.g. float16: halves the exported file
+    "export": None,              # model-only safetensors checkpoint written after training (best val)
+    "export_dtype": "float16",   # halves the exported file; null keeps fp32
     "resume": None,              # Lightning checkpoint to resume from
     "attention": "auto",         # auto | sdpa | xformers
     "debug": {"param_checksum": False, "throughput_warmup": 20},

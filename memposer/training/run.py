@@ -9,11 +9,11 @@ from typing import Any, Dict
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
-from memposer.data.scenes import SceneDataModule
 from memposer.models.attention import set_backend
 from memposer.models.checkpoint import load_checkpoint, save_checkpoint
 from memposer.models.mempose import MemPoser, merge_conf
 from memposer.training.callbacks import ParamChecksum, Throughput
+from memposer.training.data import TrackDataModule
 from memposer.training.module import MemPoserModule
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,9 @@ def main(conf: Dict[str, Any]) -> Dict[str, float]:
     pl.seed_everything(conf["seed"], workers=True)
     set_backend(conf["attention"])
     model_conf = merge_conf(MemPoser.default_conf, conf["model"])
-    data_conf = dict(conf["data"], image_size=model_conf["image_size"])
-    dm = SceneDataModule(data_conf)
-    module = MemPoserModule(model_conf, conf["loss"], conf["optim"], thresholds=dm.thresholds)
+    dm = TrackDataModule(conf["data"], seed=conf["seed"])
+    module = MemPoserModule(model_conf, conf["loss"], conf["optim"])
+    log.info("MemPoser: %.2f M parameters", module.model.num_parameters() / 1e6)
     out = Path(conf["output_dir"])
     ck = conf["checkpoint"]
     ckpt_cb = ModelCheckpoint(dirpath=ck.get("dirpath") or str(out / "checkpoints"), monitor=ck.get("monitor"),
@@ -72,7 +72,8 @@ def main(conf: Dict[str, Any]) -> Dict[str, float]:
         if conf["export"]:
             best = ckpt_cb.best_model_path
             model = load_checkpoint(best) if best and Path(best).is_file() else module.model
-            path = save_checkpoint(model, conf["export"], extra={"metrics": metrics, "source": best or "last"},
+            path = save_checkpoint(model, conf["export"], extra={"metrics": metrics, "source": best or "last",
+                                                                 "steps": trainer.global_step},
                                    dtype=conf["export_dtype"])
             log.info("exported model checkpoint %s (%.1f MB) from %s", path, path.stat().st_size / 2 ** 20,
                      best or "the last weights")

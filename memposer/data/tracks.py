@@ -1,0 +1,197 @@
+"""Synthetic point-track scenes: the training data of the track MemPoser, nearly free to make.
+
+A scene is random 3D points seen by cameras of one of three layouts (``orbit`` around an object,
+``landmark`` photographed from a wide front sector at mixed distances, ``walk`` along a smooth
+path as a video would). Each point is observed where it projects inside the image and faces the
+camera; observations then get pixel noise, random drops and wrong positions (outlier matches),
+and are normalised by a *prior* focal length that is often wrong, as in the pipeline, where COLMAP
+assumes ``1.2 * max(width, height)`` without EXIF.
+
+``sample_scene(rng, conf)`` returns one scene as numpy arrays; :func:`collate_track_scenes` pads
+scenes into a batch::
+
+    {"obs": (B,N,P,2) normalised image points, "vis": (B,N,P) bool, "mask": (B,N) bool,
+     "R": (B,N,3,3), "t": (B,N,3) world-to-camera}
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from memposer.geometry import look_at, random_rotation
+
+default_conf: Dict[str, Any] = {
+    "cameras": [6, 24],             # cameras per scene (inclusive range)
+    "points": 1024,                 # 3D points drawn (before visibility)
+    "tracks": 256,                  # tracks kept per scene (the model's P)
+    "layouts": {"orbit": 0.45, "landmark": 0.35, "walk": 0.2},
+    "roll_flip": 0.15,              # share of cameras rolled by 90-180 degrees (upside-down views)
+    "focal_range": [0.6, 1.6],      # true focal / max image side
+    "exif": 0.5,                    # share of cameras whose focal prior is close to the truth
+    "noise_px": [0.3, 2.0],         # pixel noise sigma range
+    "drop": [0.0, 0.4],             # random share of visible observations dropped
+    "outliers": [0.0, 0.2],         # share of observations replaced by a wrong position
+    "min_obs_per_camera": 8,
+}
+
+_SIZES = np.array([(1024, 768), (768, 1024), (1024, 576), (576, 1024), (1024, 1024), (1024, 683)])
+
+
+def _range(rng: np.random.Generator, r: Sequence[float]) -> float:
+    return float(rng.uniform(r[0], r[1]))
+
+
+def _object_points(rng: np.random.Generator, n: int) -> tuple:
+    """Points on a random blobby surface of radius ~1 around the origin, with outward normals."""
+    d = rng.normal(size=(n, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    axes = rng.uniform(0.5, 1.3, size=3)
+    bumps = 1 + 0.15 * np.sin(d @ rng.normal(size=(3, 4)) * rng.uniform(1, 4)).sum(1) / 2
+    p = d * axes * bumps[:, None]
+    normal = d / axes  # ellipsoid normal direction (bumps ignored: close enough for visibility)
+    return p, normal / np.linalg.norm(normal, axis=1, keepdims=True)
+
+
+def _facade_points(rng: np.random.Generator, n: int) -> tuple:
+    """A landmark: a relief on a vertical plane y=0 plus a free-standing body in front of it."""
+    k = n // 2
+    wall = np.stack([rng.uniform(-2, 2, k), rng.uniform(-0.3, 0.3, k) ** 3, rng.uniform(-1, 2, k)], 1)
+    wn = np.tile([0.0, -1.0, 0.0], (k, 1))
+    body, bn = _object_points(rng, n - k)
+    body = body * 0.8 + np.array([0, -1.2, 0.3])
+    return np.concatenate([wall, body]), np.concatenate([wn, bn])
+
+
+def _room_points(rng: np.random.Generator, n: int) -> tuple:
+    """Points on the walls of a room (inward normals), for walk-through videos."""
+    d = rng.normal(size=(n, 3))
+    d /= np.abs(d).max(1, keepdims=True)  # on the cube surface
+    size = rng.uniform(2, 5, size=3) * np.array([1, 1, 0.5])
+    p = d * size
+    normal = np.zeros_like(d)
+    ax = np.abs(d).argmax(1)
+    normal[np.arange(n), ax] = -np.sign(d[np.arange(n), ax])
+    return p, normal
+
+
+def _cameras(rng: np.random.Generator, layout: str, n: int) -> tuple:
+    """Camera centres and look-at targets for a layout."""
+    if layout == "orbit":
+        a0, span = rng.uniform(0, 2 * np.pi), rng.uniform(np.pi / 3, 2 * np.pi)
+        az = a0 + (np.sort(rng.uniform(0, span, n)) if rng.random() < 0.5 else rng.uniform(0, span, n))
+        el = np.deg2rad(rng.uniform(-15, 60, n) if rng.random() < 0.5 else np.full(n, rng.uniform(-10, 50)) + rng.normal(0, 3, n))
+        r = rng.uniform(2.5, 5.0) * rng.uniform(0.85, 1.15, n)
+        c = np.stack([r * np.cos(el) * np.cos(az), r * np.cos(el) * np.sin(az), r * np.sin(el)], 1)
+        target = rng.normal(0, 0.15, (n, 3))
+    elif layout == "landmark":
+        az = np.deg2rad(-90 + rng.uniform(-80, 80, n))
+        r = np.exp(rng.uniform(np.log(3), np.log(12), n))
+        el = np.deg2rad(rng.uniform(-5, 35, n))
+        c = np.stack([r * np.cos(el) * np.cos(az), r * np.cos(el) * np.sin(az), 0.5 + r * np.sin(el) * 0.5], 1)
+        target = np.array([0, -0.6, 0.5]) + rng.normal(0, 0.4, (n, 3))
+    else:  # walk: a smooth path in a room, looking ahead or to the side
+        s = np.linspace(0, 1, n)
+        k = rng.normal(0, 1, (3, 3))
+        c = np.stack([np.cos(np.pi * s * rng.uniform(0.3, 1.5)) * rng.uniform(0.5, 1.5),
+                      np.sin(np.pi * s * rng.uniform(0.3, 1.5)) * rng.uniform(0.5, 1.5),
+                      0.2 * np.sin(2 * np.pi * s * k[0, 0])], 1)
+        ahead = np.gradient(c, axis=0)
+        ahead /= np.linalg.norm(ahead, axis=1, keepdims=True) + 1e-9
+        side = np.cross(ahead, [0, 0, 1.0])
+        w = rng.uniform(-1, 1)
+        target = c + 3 * (ahead * (1 - abs(w)) + side * w) + rng.normal(0, 0.2, (n, 3))
+    return c, target
+
+
+def sample_scene(rng: np.random.Generator, conf: Optional[Dict[str, Any]] = None) -> Dict[str, np.ndarray]:
+    """One random scene: ``obs`` (N,P,2) normalised points, ``vis`` (N,P), ``R`` (N,3,3), ``t`` (N,3).
+
+    Tracks (columns) are the P points, among those seen at least twice, drawn with probability
+    growing with their length, as the pipeline keeps its longest tracks. Cameras with fewer than
+    ``min_obs_per_camera`` observations are dropped, so N can be below the drawn count (>= 2).
+    """
+    conf = {**default_conf, **(conf or {})}
+    names, probs = zip(*conf["layouts"].items())
+    layout = str(rng.choice(names, p=np.array(probs) / sum(probs)))
+    for _ in range(20):
+        out = _try_scene(rng, conf, layout)
+        if out is not None:
+            return out
+    raise RuntimeError(f"could not make a {layout} scene with enough observations (conf {conf})")
+
+
+def _try_scene(rng: np.random.Generator, conf: dict, layout: str) -> Optional[Dict[str, np.ndarray]]:
+    n = int(rng.integers(conf["cameras"][0], conf["cameras"][1] + 1))
+    pts, normals = {"orbit": _object_points, "landmark": _facade_points, "walk": _room_points}[layout](rng, conf["points"])
+    centres, targets = _cameras(rng, layout, n)
+    Rs, ts = [], []
+    for c, tg in zip(centres, targets):
+        R, t = look_at(c, tg)
+        roll = rng.uniform(-10, 10) if rng.random() > conf["roll_flip"] else rng.choice([90, 180, -90]) + rng.uniform(-15, 15)
+        a = np.deg2rad(roll)
+        Rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+        Rs.append(Rz @ R)
+        ts.append(Rz @ t)
+    R, t = np.stack(Rs), np.stack(ts)
+    sizes = _SIZES[rng.integers(len(_SIZES), size=n)].astype(float)  # (N, 2) width, height
+    f = sizes.max(1) * rng.uniform(*conf["focal_range"], size=n)
+    X = np.einsum("nij,pj->npi", R, pts) + t[:, None]                     # (N,P,3) camera coords
+    z = X[..., 2]
+    uv = f[:, None, None] * X[..., :2] / np.maximum(z, 1e-6)[..., None] + sizes[:, None] / 2
+    inside = (z > 0.1) & (uv >= 0).all(-1) & (uv < sizes[:, None]).all(-1)
+    to_cam = centres[:, None] - pts[None]
+    facing = (normals[None] * to_cam).sum(-1) / np.linalg.norm(to_cam, axis=-1) > rng.uniform(0.05, 0.35)
+    vis = inside & facing & (rng.random(z.shape) >= _range(rng, conf["drop"]))
+    uv = uv + rng.normal(0, _range(rng, conf["noise_px"]), uv.shape)
+    wrong = vis & (rng.random(z.shape) < _range(rng, conf["outliers"]))
+    uv[wrong] = rng.uniform(0, 1, (int(wrong.sum()), 2)) * np.broadcast_to(sizes[:, None], uv.shape)[wrong]
+    length = vis.sum(0)
+    cand = np.flatnonzero(length >= 2)
+    if len(cand) < 16:
+        return None
+    p = length[cand].astype(float)
+    keep = rng.choice(cand, size=min(conf["tracks"], len(cand)), replace=False, p=p / p.sum())
+    vis, uv = vis[:, keep], uv[:, keep]
+    cams = vis.sum(1) >= conf["min_obs_per_camera"]
+    if cams.sum() < 2:
+        return None
+    # the focal the pipeline would assume: EXIF (close to the truth) or COLMAP's default prior
+    exif = rng.random(n) < conf["exif"]
+    f_prior = np.where(exif, f * np.exp(rng.normal(0, 0.03, n)), 1.2 * sizes.max(1))
+    obs = (uv - sizes[:, None] / 2) / f_prior[:, None, None]
+    obs[~vis] = 0
+    return {"obs": obs[cams].astype(np.float32), "vis": vis[cams], "R": R[cams].astype(np.float32),
+            "t": t[cams].astype(np.float32), "layout": layout}
+
+
+def collate_track_scenes(scenes: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
+    """Pad scenes to the batch's largest camera and track counts (see the module docstring)."""
+    B = len(scenes)
+    N = max(s["obs"].shape[0] for s in scenes)
+    P = max(s["obs"].shape[1] for s in scenes)
+    obs = torch.zeros(B, N, P, 2)
+    vis = torch.zeros(B, N, P, dtype=torch.bool)
+    mask = torch.zeros(B, N, dtype=torch.bool)
+    R = torch.eye(3).repeat(B, N, 1, 1)
+    t = torch.zeros(B, N, 3)
+    for b, s in enumerate(scenes):
+        n, p = s["obs"].shape[:2]
+        obs[b, :n, :p] = torch.from_numpy(s["obs"])
+        vis[b, :n, :p] = torch.from_numpy(s["vis"])
+        mask[b, :n] = True
+        R[b, :n] = torch.from_numpy(s["R"])
+        t[b, :n] = torch.from_numpy(s["t"])
+    return {"obs": obs, "vis": vis, "mask": mask, "R": R, "t": t}
+
+
+def sample_batch(seed: int, batch_size: int, conf: Optional[Dict[str, Any]] = None) -> Dict[str, torch.Tensor]:
+    """``batch_size`` scenes from one seed, collated: the same seed always gives the same batch."""
+    rng = np.random.default_rng(seed)
+    return collate_track_scenes([sample_scene(rng, conf) for _ in range(batch_size)])
+
+
+def random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Uniform random rotations (N,3,3): the uninformative seed poses of the benchmarks."""
+    return random_rotation(rng, n).reshape(n, 3, 3)

@@ -1,0 +1,96 @@
+"""Training data for MemPoser: synthetic track scenes generated on the fly, never the same twice.
+
+Training batches come from seeds ``(seed, epoch, rank, worker, i)``; validation batches from a
+separate, fixed key, so the validation scenes are never trained on and are the same every epoch
+and on every machine. Each item of the loaders is a whole collated batch
+(:func:`memposer.data.tracks.sample_batch`).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterator, Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+from memposer.data.tracks import collate_track_scenes, default_conf as scene_defaults, sample_scene
+
+VAL_KEY = 7_000_001  # the validation (held-out) scenes' seed key; training never uses it
+
+default_conf: Dict[str, Any] = {
+    "scenes": {},              # memposer.data.tracks.default_conf overrides
+    "batch_size": 32,          # scenes per step (per GPU)
+    "steps_per_epoch": 500,
+    "num_workers": 4,
+    "val_batches": 8,
+    "val_batch_size": 32,
+    "val_scenes": {},          # overrides for the validation scenes (default: as training)
+}
+
+
+def scene_conf(overrides: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    unknown = set(overrides or {}) - set(scene_defaults)
+    if unknown:
+        raise KeyError(f"unknown data.scenes option(s) {sorted(unknown)}; known: {sorted(scene_defaults)}")
+    return {**scene_defaults, **(overrides or {})}
+
+
+def batch_from_key(key, batch_size: int, conf: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+    rng = np.random.default_rng(np.random.SeedSequence(key))
+    return collate_track_scenes([sample_scene(rng, conf) for _ in range(batch_size)])
+
+
+class TrainBatches(IterableDataset):
+    """``steps`` batches per epoch per rank, split over the loader's workers."""
+
+    def __init__(self, conf: Dict[str, Any], seed: int, rank: int = 0):
+        self.conf, self.seed, self.rank, self.epoch = conf, seed, rank, 0
+        self.scenes = scene_conf(conf["scenes"])
+
+    def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        for i in range(wid, self.conf["steps_per_epoch"], nw):
+            yield batch_from_key([self.seed, self.epoch, self.rank, i], self.conf["batch_size"], self.scenes)
+
+    def __len__(self) -> int:
+        return self.conf["steps_per_epoch"]
+
+
+class ValBatches(Dataset):
+    def __init__(self, conf: Dict[str, Any]):
+        self.conf = conf
+        self.scenes = scene_conf({**conf["scenes"], **conf["val_scenes"]})
+
+    def __len__(self) -> int:
+        return self.conf["val_batches"]
+
+    def __getitem__(self, i: int) -> Dict[str, torch.Tensor]:
+        return batch_from_key([VAL_KEY, i], self.conf["val_batch_size"], self.scenes)
+
+
+class TrackDataModule(pl.LightningDataModule):
+    def __init__(self, conf: Optional[Dict[str, Any]] = None, seed: int = 0):
+        super().__init__()
+        unknown = set(conf or {}) - set(default_conf)
+        if unknown:
+            raise KeyError(f"unknown data option(s) {sorted(unknown)}; known: {sorted(default_conf)}")
+        self.conf = {**default_conf, **(conf or {})}
+        self.seed = seed
+        self._train: Optional[TrainBatches] = None
+
+    def train_dataloader(self) -> DataLoader:
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        self._train = TrainBatches(self.conf, self.seed, rank)
+        if self.trainer is not None:
+            self._train.epoch = self.trainer.current_epoch
+        return self._loader(self._train)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(ValBatches(self.conf))
+
+    def _loader(self, ds) -> DataLoader:
+        nw = int(self.conf["num_workers"])
+        return DataLoader(ds, batch_size=None, num_workers=nw, persistent_workers=False,
+                          pin_memory=torch.cuda.is_available(), prefetch_factor=4 if nw else None)
