@@ -1,11 +1,10 @@
 """Inference throughput of MemPoser: frames/s of ``predict`` on one cluster, per attention backend.
 
-``python benchmarks/model.py --model vits --frames 64 256 --amp bf16 fp32 --out bench.json``
+``python benchmarks/model.py --checkpoint checkpoints/memposer-tracks.safetensors --frames 64 256 --tracks 1024``
 
-Times ``MemPoser.predict`` (backbone + memory + decoder + head, images already on the device at the
-model's size) after warm-up, synchronising the GPU, and reports the median of ``--reps`` runs. The
-decoder's attention uses the backend under test; timm's backbone always uses torch SDPA. The poses
-of every backend are compared with SDPA's on the same input.
+Times ``MemPoser.predict`` (encoder + memory + decoder + head, a synthetic cluster's tracks already
+on the device) after warm-up, synchronising the GPU, and reports the median of ``--reps`` runs.
+The poses of every backend are compared with the first backend's on the same input.
 """
 from __future__ import annotations
 
@@ -21,25 +20,40 @@ from typing import Dict, List
 import torch
 
 from memposer.models import attention
-from memposer.models.mempose import MemPoser, load_checkpoint
+from memposer.models.checkpoint import load_checkpoint
+from memposer.models.mempose import MemPoser
 from memposer.training.config import resolve_model
 
 log = logging.getLogger("benchmarks.model")
 
 
-def time_predict(model: MemPoser, images: torch.Tensor, amp: bool, reps: int, warmup: int = 2) -> Dict[str, float]:
+def predict(model: MemPoser, obs: torch.Tensor, vis: torch.Tensor, amp: bool) -> Dict[str, torch.Tensor]:
+    with torch.autocast(obs.device.type, dtype=torch.bfloat16, enabled=amp):
+        return model.predict(obs, vis)
+
+
+def time_predict(model: MemPoser, obs: torch.Tensor, vis: torch.Tensor, amp: bool, reps: int,
+                 warmup: int = 2) -> Dict[str, float]:
     for _ in range(warmup):
-        model.predict(images, amp=amp)
-    sync = torch.cuda.synchronize if images.is_cuda else (lambda: None)
+        predict(model, obs, vis, amp)
+    sync = torch.cuda.synchronize if obs.is_cuda else (lambda: None)
     times = []
     for _ in range(reps):
         sync()
         t0 = time.perf_counter()
-        model.predict(images, amp=amp)
+        predict(model, obs, vis, amp)
         sync()
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
-    return {"seconds": med, "frames_per_s": len(images) / med}
+    return {"seconds": med, "frames_per_s": len(obs) / med}
+
+
+def cluster(n: int, tracks: int, seed: int = 0):
+    """A synthetic cluster of ``n`` cameras and ``tracks`` tracks (every track seen by ~8 cameras)."""
+    g = torch.Generator().manual_seed(seed)
+    vis = torch.rand(n, tracks, generator=g) < min(1.0, 8 / n)
+    vis[0] |= ~vis.any(0)
+    return torch.randn(n, tracks, 2, generator=g) * 0.3, vis
 
 
 def run(args) -> List[Dict]:
@@ -49,24 +63,20 @@ def run(args) -> List[Dict]:
         name = Path(args.checkpoint).name
     else:
         torch.manual_seed(0)
-        model = MemPoser(resolve_model(args.model), warn_if_random=False).to(device).eval()
+        model = MemPoser(resolve_model(args.model)).to(device).eval()
         name = args.model
-    if args.max_memory_frames:
-        model.conf["max_memory_frames"] = args.max_memory_frames
-    H, W = model.conf["image_size"]
     rows, ref = [], {}
-    gen = torch.Generator().manual_seed(0)
     for n in args.frames:
-        images = torch.rand(n, 3, H, W, generator=gen).to(device)
+        obs, vis = (x.to(device) for x in cluster(n, args.tracks))
         for amp_name in args.amp:
             amp = amp_name == "bf16"
             for backend in args.backends:
                 attention.set_backend(backend)
                 try:
-                    if backend == "xformers" and attention.backend_for(images) != "xformers":
+                    if backend == "xformers" and attention.backend_for(obs) != "xformers":
                         raise RuntimeError("xformers not active")
-                    res = time_predict(model, images, amp, args.reps)
-                    out = model.predict(images, amp=amp)
+                    res = time_predict(model, obs, vis, amp, args.reps)
+                    out = predict(model, obs, vis, amp)
                 except Exception as e:  # a missing / broken xformers: report it, keep going
                     rows.append({"model": name, "frames": n, "amp": amp_name, "backend": backend,
                                  "error": f"{type(e).__name__}: {e}"[:300]})
@@ -76,8 +86,8 @@ def run(args) -> List[Dict]:
                 ref.setdefault(key, out)
                 diff = {k: float((out[k] - ref[key][k]).abs().max()) for k in ("R", "t")}
                 mem = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else 0.0
-                rows.append({"model": name, "frames": n, "amp": amp_name, "backend": backend,
-                             "memory_frames": int(len(out["memory_frames"])), **res,
+                rows.append({"model": name, "frames": n, "tracks": args.tracks, "amp": amp_name, "backend": backend,
+                             **res,
                              "max_abs_diff_vs_first_R": diff["R"], "max_abs_diff_vs_first_t": diff["t"],
                              "peak_gib": mem})
                 log.info("%s", json.dumps(rows[-1]))
@@ -86,12 +96,12 @@ def run(args) -> List[Dict]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="vits", help="model preset (configs/model/) when no --checkpoint")
+    p.add_argument("--model", default="default", help="model preset (configs/model/) when no --checkpoint")
     p.add_argument("--checkpoint", help="a MemPoser checkpoint instead of a random-weight preset")
     p.add_argument("--frames", type=int, nargs="+", default=[64, 256], help="cluster sizes")
     p.add_argument("--amp", nargs="+", default=["bf16", "fp32"], choices=["bf16", "fp32"])
     p.add_argument("--backends", nargs="+", default=["sdpa", "xformers"], choices=["sdpa", "xformers"])
-    p.add_argument("--max-memory-frames", type=int, help="override the model's max_memory_frames")
+    p.add_argument("--tracks", type=int, default=1024, help="tracks of the cluster (the model's P)")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, help="write the rows as JSON here")

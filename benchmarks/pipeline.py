@@ -40,6 +40,10 @@ VARIANTS = {
     "colmap": ["reconstruction.poses=colmap"],
     "memposer": ["reconstruction.poses=memposer"],
     "seeded": ["reconstruction.poses=seeded"],
+    # uninformative and near-perfect seeds for the seeded path (what the model's seeds are worth)
+    "seeded-identity": ["reconstruction.poses=seeded"],
+    "seeded-random": ["reconstruction.poses=seeded"],
+    "seeded-perturbed": ["reconstruction.poses=seeded"],
 }
 
 
@@ -55,9 +59,14 @@ def run_variant(a: argparse.Namespace, name: str) -> dict:
     conf = load_infer_config(a.config, [*VARIANTS[name], *a.overrides])
     conf["reconstruction"]["num_threads"] = a.num_threads
     predictor = None
-    if conf["reconstruction"]["poses"] != "colmap":
+    if name.startswith("seeded-"):
+        from memposer.data.imc import read_labels
+        from memposer.pipeline.predict import baseline_predictor
+        ref = {r.image: (r.R, r.t) for r in read_labels(a.out / "data" / f"{a.split}_labels.csv") if r.R is not None}
+        predictor = baseline_predictor(name.split("-", 1)[1], a.seed, ref)
+    elif conf["reconstruction"]["poses"] != "colmap":
         from memposer.pipeline.predict import load_predictor
-        predictor = load_predictor(a.checkpoint, a.dinov2, conf["device"])
+        predictor = load_predictor(a.checkpoint, conf["device"])
     out = a.out / name
     # Variants with the same pairs share feature/match caches: only the first pays for matching.
     work = a.out / ("work-exhaustive" if name == "exhaustive" else "work-shortlist")

@@ -35,10 +35,12 @@ class ObservationUpdate(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 2.0):
+    """One layer; ``write_memory=False`` for the last one, whose memory no later layer would read."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 2.0, write_memory: bool = True):
         super().__init__()
         self.obs_update = ObservationUpdate(dim, mlp_ratio)
-        self.memory_write = MemoryWrite(dim, num_heads, mlp_ratio)
+        self.memory_write = MemoryWrite(dim, num_heads, mlp_ratio) if write_memory else None
         self.frame_read = AttentionPool(dim, num_heads, mlp_ratio)
         self.frame_block = AttentionBlock(dim, num_heads, mlp_ratio=mlp_ratio)
 
@@ -46,7 +48,8 @@ class DecoderLayer(nn.Module):
                 memory: MemoryState) -> Tuple[torch.Tensor, torch.Tensor, MemoryState]:
         B, N, P, C = obs.shape
         obs = self.obs_update(obs, vis, frames, memory)
-        memory = self.memory_write(memory, obs, vis)
+        if self.memory_write is not None:
+            memory = self.memory_write(memory, obs, vis)
         frames = self.frame_read(frames.reshape(B * N, C), obs.reshape(B * N, P, C), vis.reshape(B * N, P)).view(B, N, C)
         frames = self.frame_block(frames, mask=mask)
         return frames, obs, memory
@@ -57,7 +60,8 @@ class SymmetricDecoder(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, depth: int, mlp_ratio: float = 2.0):
         super().__init__()
-        self.layers = nn.ModuleList(DecoderLayer(dim, num_heads, mlp_ratio) for _ in range(depth))
+        self.layers = nn.ModuleList(DecoderLayer(dim, num_heads, mlp_ratio, write_memory=i < depth - 1)
+                                    for i in range(depth))
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, frames, mask, obs, vis, memory: MemoryState) -> Tuple[torch.Tensor, MemoryState]:

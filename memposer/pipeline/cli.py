@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("submission.csv"))
     p.add_argument("--config", default="default", help="preset name under configs/infer/ or a YAML path")
     p.add_argument("--work", type=Path, help="cache folder (default: <out folder>/memposer_work)")
-    p.add_argument("--checkpoint", help="MemPoser checkpoint (needed by --poses memposer|seeded)")
-    p.add_argument("--dinov2", help="DINOv2 weights file or folder (retrieval; MemPoser backbone)")
+    p.add_argument("--checkpoint", help="MemPoser checkpoint (needed by --poses memposer|seeded), e.g. "
+                   "checkpoints/memposer-tracks.safetensors")
+    p.add_argument("--dinov2", help="DINOv2 weights file or folder (global descriptors for retrieval)")
     p.add_argument("--poses", choices=("colmap", "memposer", "seeded"),
                    help="default: seeded with --checkpoint, else colmap")
     p.add_argument("--num-threads", type=int, help="COLMAP threads; 1 gives reproducible output")
@@ -83,7 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             if not args.checkpoint:
                 raise ValueError(f"--poses {conf['reconstruction']['poses']} needs --checkpoint CKPT")
             from memposer.pipeline.predict import load_predictor  # noqa: PLC0415
-            predictor = load_predictor(args.checkpoint, args.dinov2, conf["device"])
+            predictor = load_predictor(args.checkpoint, conf["device"])
         from memposer.pipeline.run import format_timings, run_pipeline, summary_counts  # noqa: PLC0415
         t0 = time.perf_counter()
         res = run_pipeline(args.data, args.out, conf, args.work, predictor,

@@ -1,27 +1,77 @@
-"""MemPoser as a pose predictor for the reconstruction stage (``--poses memposer|seeded``)."""
+"""Pose predictors for the reconstruction stage (``--poses memposer|seeded``).
+
+A predictor maps one cluster (image names + the COLMAP database holding their verified matches)
+to world-to-camera ``(R, t, conf)`` in any gauge. ``load_predictor`` wraps a MemPoser checkpoint;
+``baseline_predictor`` gives the uninformative seeds the benchmarks compare it with (identity,
+random) and, given reference poses, perturbed true poses.
+"""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
+import numpy as np
+
+from memposer.colmap import Pose
 from memposer.pipeline.features import pick_device
 from memposer.pipeline.reconstruction import Predictor
+from memposer.pipeline.tracks import cluster_tracks
 
 log = logging.getLogger(__name__)
 
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "memposer-tracks.safetensors"
 
-def load_predictor(checkpoint: str | Path, dinov2: Optional[str] = None, device: str = "auto") -> Predictor:
-    """A function ``paths of one cluster -> (R, t, conf)`` from a MemPoser checkpoint."""
-    from memposer.models.mempose import load_checkpoint  # noqa: PLC0415 (timm import is slow)
 
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"MemPoser checkpoint not found: {checkpoint} (see checkpoints/README.md)")
-    model = load_checkpoint(checkpoint, map_location=pick_device(device), backbone_weights=dinov2)
-    log.info("MemPoser predictor from %s", checkpoint)
+def load_predictor(checkpoint: str | Path, device: str = "auto", tracks: Optional[dict] = None) -> Predictor:
+    """MemPoser on each cluster's tracks (:func:`memposer.pipeline.tracks.cluster_tracks`)."""
+    import torch  # noqa: PLC0415
 
-    def predict(paths: List[Path]):
-        return tuple(model.predict_cluster([str(p) for p in paths]))
+    from memposer.models.checkpoint import load_checkpoint  # noqa: PLC0415
+
+    model = load_checkpoint(checkpoint, map_location=pick_device(device))
+    track_conf = {"max_tracks": model.conf["max_tracks"], **(tracks or {})}
+    log.info("MemPoser predictor from %s (%d tracks per cluster at most)", checkpoint, track_conf["max_tracks"])
+
+    def predict(names: List[str], database_path: Path):
+        tr = cluster_tracks(database_path, names, track_conf)
+        if tr.vis.shape[1] == 0:
+            return np.repeat(np.eye(3)[None], len(names), 0), np.zeros((len(names), 3)), np.zeros(len(names))
+        out = model.predict(torch.from_numpy(tr.obs), torch.from_numpy(tr.vis))
+        return tuple(out[k].double().cpu().numpy() for k in ("R", "t", "conf"))
+
+    return predict
+
+
+def baseline_predictor(kind: str, seed: int = 0, reference: Optional[Dict[str, Pose]] = None,
+                       noise_deg: float = 5.0, noise_centre: float = 0.05) -> Predictor:
+    """``identity`` | ``random`` | ``perturbed`` (``reference`` poses with ``noise_deg`` rotation noise and
+    centre noise of ``noise_centre`` times the cluster's camera spread)."""
+    from memposer.baselines import identity_poses, random_poses  # noqa: PLC0415
+    from memposer.geometry import camera_center, random_rotation, t_from_center  # noqa: PLC0415
+
+    if kind not in ("identity", "random", "perturbed"):
+        raise ValueError(f"unknown baseline seed {kind!r} (identity|random|perturbed)")
+    if kind == "perturbed" and not reference:
+        raise ValueError("perturbed seeds need reference poses")
+
+    def predict(names: List[str], database_path: Path):
+        n = len(names)
+        if kind == "identity":
+            return (*identity_poses(n), np.ones(n))
+        if kind == "random":
+            return (*random_poses(n, seed), np.ones(n))
+        rng = np.random.default_rng(seed)
+        has = np.array([m in reference for m in names])
+        R = np.stack([reference[m][0] if m in reference else np.eye(3) for m in names])
+        c = np.stack([camera_center(*reference[m]) if m in reference else np.zeros(3) for m in names])
+        spread = float(np.median(np.linalg.norm(c[has] - c[has].mean(0), axis=1))) if has.any() else 1.0
+        axis = random_rotation(rng, n).reshape(n, 3, 3)[:, 0]
+        ang = np.radians(rng.normal(0, noise_deg, n))
+        K = np.cross(np.eye(3)[None], axis[:, None])  # skew matrices of the axes
+        dR = np.eye(3) + np.sin(ang)[:, None, None] * K + (1 - np.cos(ang))[:, None, None] * K @ K
+        R = dR @ R
+        c = c + rng.normal(0, noise_centre * spread, c.shape)
+        return R, t_from_center(R, c), has.astype(float)
 
     return predict

@@ -31,8 +31,9 @@ from memposer.pipeline import seeding
 
 log = logging.getLogger(__name__)
 
-# A pose predictor: image paths of one cluster -> (R (N,3,3), t (N,3), confidence (N,)).
-Predictor = Callable[[List[Path]], Tuple[np.ndarray, np.ndarray, np.ndarray]]
+# A pose predictor: (image names of one cluster, COLMAP database with their verified matches)
+# -> (R (N,3,3), t (N,3), confidence (N,)); confidence 0 = no pose (e.g. the image has no track).
+Predictor = Callable[[List[str], Path], Tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 default_conf = {
     "poses": "colmap",  # colmap | memposer | seeded
@@ -89,10 +90,10 @@ def disjoint(models: List[Dict[str, Pose]], min_size: int = 1) -> List[Dict[str,
     return out
 
 
-def predict_poses(names: Sequence[str], image_dir: Path | str, predictor: Predictor) -> Dict[str, Pose]:
-    """The network's pose for every image of one cluster."""
-    R, t, _ = predictor([Path(image_dir) / n for n in names])
-    return {n: (R[i], t[i]) for i, n in enumerate(names)}
+def predict_poses(names: Sequence[str], database_path: Path | str, predictor: Predictor) -> Dict[str, Pose]:
+    """The predictor's pose for every image of one cluster that it gives one (confidence > 0)."""
+    R, t, conf = predictor(list(names), Path(database_path))
+    return {n: (R[i], t[i]) for i, n in enumerate(names) if conf[i] > 0}
 
 
 def _check_mode(conf: dict, has_poses: bool) -> str:
@@ -116,7 +117,7 @@ def reconstruct_cluster(names: Sequence[str], database_path: Path | str, image_d
     if mode == "colmap":
         pred = {}
     elif pred is None:
-        pred = predict_poses(names, image_dir, predictor)
+        pred = predict_poses(names, database_path, predictor)
     if mode == "memposer":
         return ClusterResult([pred], "memposer", {"registered": float(len(pred))})
     mapped = colmap.run_mapper(database_path, image_dir, out_dir, names, conf)
@@ -139,7 +140,7 @@ def reconstruct_clusters(clusters: Sequence[Sequence[str]], database_path: Path 
     _check_mode(conf, predictor is not None)  # a configuration error is one error, not one per cluster
     tag = f"{label}: " if label else ""
     # The network runs here, once per cluster, so that worker processes never touch the GPU.
-    preds = [predict_poses(c, image_dir, predictor) if predictor is not None and conf["poses"] != "colmap" else None
+    preds = [predict_poses(c, database_path, predictor) if predictor is not None and conf["poses"] != "colmap" else None
              for c in clusters]
     workers = min(int(conf["workers"]) or os.cpu_count() or 1, len(clusters))
     if workers > 1:

@@ -25,7 +25,8 @@ default_train_conf: Dict[str, Any] = {
     "checkpoint": {"dirpath": None, "monitor": "val/rot_err_median", "mode": "min", "save_last": True},
     "export": None,              # model-only safetensors checkpoint written after training (best val)
     "export_dtype": "float16",   # halves the exported file; null keeps fp32
-    "resume": None,              # Lightning checkpoint to resume from
+    "resume": None,              # Lightning checkpoint to resume from (optimizer, step, schedule)
+    "init_from": None,           # start from the weights of an export (e.g. the shipped checkpoint)
     "attention": "auto",         # auto | sdpa | xformers
     "debug": {"param_checksum": False, "throughput_warmup": 20},
 }

@@ -49,6 +49,12 @@ def main(conf: Dict[str, Any]) -> Dict[str, float]:
     dm = TrackDataModule(conf["data"], seed=conf["seed"])
     module = MemPoserModule(model_conf, conf["loss"], conf["optim"])
     log.info("MemPoser: %.2f M parameters", module.model.num_parameters() / 1e6)
+    if conf["init_from"]:
+        src = load_checkpoint(conf["init_from"])
+        if src.conf != module.model.conf:
+            raise ValueError(f"init_from {conf['init_from']}: its model config {src.conf} differs from {module.model.conf}")
+        module.model.load_state_dict(src.state_dict())
+        log.info("weights initialised from %s", conf["init_from"])
     out = Path(conf["output_dir"])
     ck = conf["checkpoint"]
     ckpt_cb = ModelCheckpoint(dirpath=ck.get("dirpath") or str(out / "checkpoints"), monitor=ck.get("monitor"),

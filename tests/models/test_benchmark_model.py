@@ -11,13 +11,13 @@ REPO = Path(__file__).resolve().parents[2]
 def test_inference_benchmark_runs(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "benchmarks/model.py", "--model", "tiny", "--frames", "5", "--amp", "fp32",
-                        "--backends", "sdpa", "xformers", "--reps", "1", "--max-memory-frames", "3",
+                        "--backends", "sdpa", "xformers", "--reps", "1", "--tracks", "40",
                         "--device", "cpu", "--out", str(tmp_path / "b.json")],
                        cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
     sdpa = next(x for x in rows if x["backend"] == "sdpa")
-    assert sdpa["frames"] == 5 and sdpa["memory_frames"] == 3 and sdpa["frames_per_s"] > 0
+    assert sdpa["frames"] == 5 and sdpa["tracks"] == 40 and sdpa["frames_per_s"] > 0
     assert sdpa["max_abs_diff_vs_first_R"] == 0
     xf = next(x for x in rows if x["backend"] == "xformers")
     assert "error" in xf  # CPU tensors never use xformers: reported, not silently timed as SDPA

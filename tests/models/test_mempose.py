@@ -1,4 +1,5 @@
-"""MemPoser: forward/backward, permutation equivariance, per-scene memory isolation, predict, checkpoints."""
+"""MemPoser (track model): shapes and gradients, equivariance in frames and tracks, padding,
+learnability on tiny synthetic scenes, the shipped checkpoint against identity."""
 from pathlib import Path
 
 import numpy as np
@@ -6,212 +7,106 @@ import pytest
 import torch
 import yaml
 
-from memposer.models.checkpoint import save_checkpoint, trained_state_dict
+from memposer.data.tracks import sample_batch
 from memposer.models.losses import pose_loss
-from memposer.models.mempose import MemPoser, load_checkpoint
+from memposer.models.mempose import MemPoser
+from memposer.training.metrics import identity_predictor, relative_errors_deg
 
-TINY = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs/model/tiny.yaml").read_text())
+REPO = Path(__file__).resolve().parents[2]
+TINY = yaml.safe_load((REPO / "configs/model/tiny.yaml").read_text())
+SMALL_SCENES = {"cameras": [4, 8], "points": 256, "tracks": 64}
 
 
 def tiny_model(seed=0, **over) -> MemPoser:
     torch.manual_seed(seed)
-    conf = {**TINY, **over}
-    return MemPoser(conf).eval()
-
-
-def images(B, K, seed=0, size=56):
-    return torch.rand(B, K, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    return MemPoser({**TINY, **over}).eval()
 
 
 def test_forward_backward_shapes_and_grads():
     m = tiny_model().train()
-    x = images(2, 5)
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
-    out = m(x, mask)
-    assert out["R"].shape == (2, 5, 3, 3) and out["t"].shape == (2, 5, 3) and out["conf"].shape == (2, 5)
-    RtR = out["R"] @ out["R"].transpose(-1, -2)
-    assert (RtR - torch.eye(3)).abs().max() < 1e-5
-    assert torch.allclose(torch.det(out["R"]), torch.ones(2, 5), atol=1e-5)
-    assert len(out["memory"].history) == TINY["depth"] and out["memory"].tokens.shape == (2, TINY["memory_slots"], TINY["dim"])
-    R_gt = torch.linalg.qr(torch.randn(2, 5, 3, 3))[0]
-    R_gt = R_gt * torch.det(R_gt)[..., None, None]
-    loss = pose_loss(out, R_gt, torch.randn(2, 5, 3), mask)["loss"]
+    b = sample_batch(0, 3, SMALL_SCENES)
+    out = m(b["obs"], b["vis"], b["mask"])
+    B, N = b["mask"].shape
+    assert out["R"].shape == (B, N, 3, 3) and out["t"].shape == (B, N, 3) and out["conf"].shape == (B, N)
+    assert (out["R"] @ out["R"].transpose(-1, -2) - torch.eye(3)).abs().max() < 1e-5
+    assert torch.allclose(torch.det(out["R"]), torch.ones(B, N), atol=1e-5)
+    loss = pose_loss(out, b["R"], b["t"], b["mask"])["loss"]
     assert torch.isfinite(loss) and loss > 0
     loss.backward()
-    no_grad = [n for n, p in m.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    no_grad = [n for n, p in m.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert no_grad == []
 
 
-def test_permutation_equivariance():
+def test_equivariant_in_frames_and_tracks():
     m = tiny_model()
-    x = images(1, 6)
-    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    b = sample_batch(1, 1, SMALL_SCENES)
+    N, P = b["vis"].shape[1:]
+    fp, tp = torch.randperm(N, generator=torch.Generator().manual_seed(1)), torch.randperm(P)
     with torch.no_grad():
-        a, b = m(x), m(x[:, perm])
+        a = m(b["obs"], b["vis"], b["mask"])
+        c = m(b["obs"][:, fp][:, :, tp], b["vis"][:, fp][:, :, tp], b["mask"][:, fp])
     for k in ("R", "t", "conf"):
-        assert (a[k][0, perm] - b[k][0]).abs().max() < 1e-5, k
-    # and the memory, a set, does not change at all
-    assert (a["memory"].tokens - b["memory"].tokens).abs().max() < 1e-5
+        assert (a[k][0, fp] - c[k][0]).abs().max() < 1e-4, k
 
 
-def test_scenes_never_share_memory_and_padding_is_inert():
+def test_padding_and_other_scenes_do_not_change_a_scene():
     m = tiny_model()
-    x = images(2, 5)
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    b = sample_batch(2, 2, SMALL_SCENES)
+    n0 = int(b["mask"][0].sum())
+    p0 = int(b["vis"][0].any(0).nonzero().max()) + 1
     with torch.no_grad():
-        both = m(x, mask)
-        alone0 = m(x[:1])
-        alone1 = m(x[1:, :3])
-        x2 = x.clone()
-        x2[1] = torch.rand_like(x2[1])  # another scene-1: scene 0 must not notice
-        changed = m(x2, mask)
-        x3 = x.clone()
-        x3[1, 3:] = 0.5  # different padding content
-        padded = m(x3, mask)
-    assert (both["R"][0] - alone0["R"][0]).abs().max() < 1e-5
-    assert (both["R"][1, :3] - alone1["R"][0]).abs().max() < 1e-5
-    assert (changed["R"][0] - both["R"][0]).abs().max() < 1e-6
-    assert (changed["R"][1, :3] - both["R"][1, :3]).abs().max() > 1e-4
-    assert (padded["t"][1, :3] - both["t"][1, :3]).abs().max() < 1e-6
+        both = m(b["obs"], b["vis"], b["mask"])
+        alone = m(b["obs"][:1, :n0, :p0], b["vis"][:1, :n0, :p0], b["mask"][:1, :n0])
+    assert (both["R"][0, :n0] - alone["R"][0]).abs().max() < 1e-4
+    assert (both["t"][0, :n0] - alone["t"][0]).abs().max() < 1e-4
 
 
-def test_frames_interact_through_memory():
-    """A frame's pose depends on the other frames of its scene (otherwise there is no multi-view model)."""
+def test_predict_one_scene_and_frames_without_tracks():
     m = tiny_model()
-    x = images(1, 4)
+    b = sample_batch(3, 1, SMALL_SCENES)
+    obs, vis = b["obs"][0], b["vis"][0].clone()
+    vis[0] = False  # a frame that sees no track: a pose is returned, with confidence 0
+    out = m.predict(obs, vis)
+    assert out["R"].shape == (len(obs), 3, 3) and torch.isfinite(out["t"]).all()
+    assert out["conf"][0] == 0 and (out["conf"][1:] > 0).all()
+    with pytest.raises(ValueError, match="one scene"):
+        m.predict(obs[None], vis[None])
+
+
+@pytest.mark.timeout(300)
+def test_tiny_model_learns_poses_that_beat_identity_on_new_scenes():
+    """300 CPU steps (~20 s) on tiny landmark scenes: new scenes' rotations far below the identity's
+    (measured 18.7 deg against 52.5)."""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    m = MemPoser({**TINY, "dim": 48, "depth": 3}).train()
+    opt = torch.optim.AdamW(m.parameters(), lr=2e-3)
+    easy = {**SMALL_SCENES, "layouts": {"landmark": 1.0}, "roll_flip": 0.0, "outliers": [0.0, 0.0],
+            "exif": 1.0, "exif_noise": 0.0, "drop": [0.0, 0.2]}
+    for step in range(300):
+        b = sample_batch(10_000 + step, 8, easy)
+        loss = pose_loss(m(b["obs"], b["vis"], b["mask"]), b["R"], b["t"], b["mask"])["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    b = sample_batch(999, 24, easy)  # a seed the loop never drew
     with torch.no_grad():
-        a = m(x)["R"][0, 0]
-        x[0, 1:] = torch.rand_like(x[0, 1:])
-        b = m(x)["R"][0, 0]
-    assert (a - b).abs().max() > 1e-5
+        out = m.eval()(b["obs"], b["vis"], b["mask"])
+    ident = identity_predictor(b["R"])
+    err = float(np.median(relative_errors_deg(out["R"], out["t"], b["R"], b["t"], b["mask"])["rot"]))
+    err_id = float(np.median(relative_errors_deg(ident["R"], ident["t"], b["R"], b["t"], b["mask"])["rot"]))
+    assert err_id > 40 and err < 0.5 * err_id, (err, err_id)
 
 
-def test_predict_api():
-    m = tiny_model()
-    imgs = torch.rand(7, 3, 70, 90)
-    out = m.predict(imgs)
-    assert set(out) == {"R", "t", "conf", "memory_frames"}
-    assert out["R"].shape == (7, 3, 3) and out["t"].shape == (7, 3) and out["conf"].shape == (7,)
-    assert ((out["conf"] > 0) & (out["conf"] < 1)).all()
+def test_shipped_checkpoint_beats_identity_on_held_out_scenes():
+    from memposer.models.checkpoint import load_checkpoint
+    path = REPO / "checkpoints" / "memposer-tracks.safetensors"
+    model = load_checkpoint(path)
+    b = sample_batch(424242, 12, {"cameras": [6, 16]})  # seeds training never draws
     with torch.no_grad():
-        direct = m(torch.nn.functional.interpolate(imgs, size=(56, 56), mode="bilinear", antialias=True)[None])
-    assert (direct["R"][0] - out["R"]).abs().max() < 1e-5
-    with pytest.raises(ValueError, match="expects"):
-        m.predict(torch.rand(3, 56, 56))
-
-
-def test_checkpoint_round_trip_trained_backbone(tmp_path):
-    m = tiny_model(seed=1)
-    path = save_checkpoint(m, tmp_path / "m.ckpt")
-    m2 = load_checkpoint(path)
-    imgs = torch.rand(5, 3, 56, 56)
-    assert (m.predict(imgs)["R"] - m2.predict(imgs)["R"]).abs().max() == 0
-    assert m2.conf == m.conf
-
-
-def test_checkpoint_frozen_backbone_left_out(tmp_path, caplog):
-    m = tiny_model(seed=2, backbone={**TINY["backbone"], "trainable_blocks": 1})
-    sd = trained_state_dict(m)
-    assert "backbone.vit.blocks.1.attn.qkv.weight" in sd  # the trained last block is kept
-    assert not any(k.startswith("backbone.vit.blocks.0.") or k.startswith("backbone.vit.patch_embed") for k in sd)
-    weights = tmp_path / "dinov2.pth"
-    torch.save(m.backbone.vit.state_dict(), weights)  # stands in for the pretrained DINOv2 file
-    path = save_checkpoint(m, tmp_path / "m.ckpt")
-    imgs = torch.rand(4, 3, 56, 56)
-    m2 = load_checkpoint(path, backbone_weights=str(weights))
-    assert (m.predict(imgs)["t"] - m2.predict(imgs)["t"]).abs().max() < 1e-6
-    with caplog.at_level("WARNING"):
-        m3 = load_checkpoint(path)  # no weights: loads, but says the backbone is random
-    assert "RANDOM weights" in caplog.text
-    assert (m.predict(imgs)["t"] - m3.predict(imgs)["t"]).abs().max() > 1e-6
-
-
-def test_checkpoint_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found"):
-        load_checkpoint(tmp_path / "nope.ckpt")
-    bad = tmp_path / "bad.ckpt"
-    bad.write_bytes(b"\x00garbage")
-    with pytest.raises(ValueError, match="corrupt"):
-        load_checkpoint(bad)
-    other = tmp_path / "other.ckpt"
-    torch.save({"weights": torch.zeros(3)}, other)
-    with pytest.raises(ValueError, match="not a MemPoser checkpoint"):
-        load_checkpoint(other)
-
-
-def test_unknown_model_option():
-    with pytest.raises(KeyError, match="unknown model option"):
-        MemPoser({**TINY, "dimm": 3})
-
-
-def test_predict_cluster_accepts_paths_and_arrays(tmp_path):
-    from PIL import Image
-
-    m = tiny_model(seed=3)
-    rng = np.random.default_rng(0)
-    arrays = [rng.integers(0, 255, (56, 56, 3), dtype=np.uint8) for _ in range(4)]
-    paths = []
-    for i, a in enumerate(arrays):
-        Image.fromarray(a).save(tmp_path / f"{i}.png")
-        paths.append(tmp_path / f"{i}.png")
-    res = m.predict_cluster([str(p) for p in paths])
-    R, t, conf = res  # unpacks like the pipeline's predictor
-    assert R.shape == (4, 3, 3) and t.shape == (4, 3) and conf.shape == (4,) and R.dtype == np.float64
-    assert np.abs(R @ R.transpose(0, 2, 1) - np.eye(3)).max() < 1e-5
-    # same pixels as uint8 HWC numpy, as float CHW tensors, as one uint8 batch: same poses
-    same = [m.predict_cluster(arrays),
-            m.predict_cluster([torch.from_numpy(a).permute(2, 0, 1).float() / 255 for a in arrays]),
-            m.predict_cluster(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2))]
-    for other in same:
-        assert np.abs(other.R - R).max() < 1e-5 and np.abs(other.t - t).max() < 1e-5
-    # images of different sizes in one cluster are resized one by one
-    mixed = m.predict_cluster([rng.integers(0, 255, (40 + 10 * i, 70, 3), dtype=np.uint8) for i in range(3)])
-    assert mixed.R.shape == (3, 3, 3) and np.isfinite(mixed.t).all()
-    with pytest.raises(ValueError, match="at least one"):
-        m.predict_cluster([])
-    with pytest.raises(ValueError, match="shape"):
-        m.predict_cluster([np.zeros((5, 56, 56))])
-    with pytest.raises(FileNotFoundError):
-        m.predict_cluster([tmp_path / "missing.png"])
-
-
-def test_large_cluster_builds_memory_from_a_subset():
-    """N > max_memory_frames: the memory reads a diverse subset; every other frame is decoded against it.
-
-    A frame decoded against the memory must get exactly what it would have got inside the memory pass:
-    duplicates of the memory frames (never chosen themselves) must get their twins' poses.
-    """
-    m = tiny_model(seed=4)
-    base = torch.rand(8, 3, 56, 56, generator=torch.Generator().manual_seed(5))
-    x = torch.cat([base, base])  # every image twice
-    out = m.predict(x, max_memory_frames=4)
-    mem = out["memory_frames"]
-    assert len(mem) == 4 and (mem < 8).all()  # a twin is never picked after its original
-    assert (out["R"][:8] - out["R"][8:]).abs().max() < 1e-5
-    assert (out["t"][:8] - out["t"][8:]).abs().max() < 1e-5
-    assert (out["conf"][:8] - out["conf"][8:]).abs().max() < 1e-5
-    # the memory frames themselves get what a cluster of just them gets
-    alone = m.predict(base[mem])
-    assert (alone["t"] - out["t"][mem]).abs().max() < 1e-5
-    # chunking does not matter, the subset does not depend on the frame order (equivariance)
-    m.conf["backbone_chunk"] = 3
-    perm = torch.randperm(16, generator=torch.Generator().manual_seed(6))
-    shuffled = m.predict(x[perm], max_memory_frames=4)
-    assert (shuffled["R"] - out["R"][perm]).abs().max() < 1e-5
-    # without a limit the whole cluster is decoded together: a different (but valid) answer
-    full = m.predict(x, max_memory_frames=100)
-    assert len(full["memory_frames"]) == 16 and (full["t"] - out["t"]).abs().max() > 1e-5
-
-
-def test_float16_export_round_trip(tmp_path):
-    m = tiny_model(seed=7)
-    full = save_checkpoint(m, tmp_path / "f32.ckpt")
-    half = save_checkpoint(m, tmp_path / "f16.ckpt", dtype="float16")
-    assert half.stat().st_size < 0.6 * full.stat().st_size
-    m2 = load_checkpoint(half)
-    assert all(p.dtype == torch.float32 for p in m2.parameters())
-    imgs = torch.rand(5, 3, 56, 56)
-    a, b = m.predict(imgs), m2.predict(imgs)
-    assert (a["R"] - b["R"]).abs().max() < 1e-2 and (a["R"] - b["R"]).abs().max() > 0
-    with pytest.raises(ValueError, match="floating-point"):
-        save_checkpoint(m, tmp_path / "x.ckpt", dtype="int8")
+        out = model(b["obs"], b["vis"], b["mask"])
+    err = relative_errors_deg(out["R"], out["t"], b["R"], b["t"], b["mask"])
+    ident = identity_predictor(b["R"])
+    err_id = relative_errors_deg(ident["R"], ident["t"], b["R"], b["t"], b["mask"])
+    assert np.median(err_id["rot"]) > 50
+    assert np.median(err["rot"]) < 8 and np.median(err["tdir"]) < 12, (np.median(err["rot"]), np.median(err["tdir"]))

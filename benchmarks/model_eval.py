@@ -1,0 +1,171 @@
+"""MemPoser's poses before any bundle adjustment, against the identity and a classical chain.
+
+    python benchmarks/model_eval.py --checkpoint checkpoints/memposer-tracks.safetensors --synthetic 64 --runs 2
+    python benchmarks/model_eval.py --checkpoint CKPT --real ../shared/data/imc_real/train --work WORK
+
+``--synthetic N``: N new synthetic scenes per run (seed keys training and validation never use),
+one run per ``--runs``. ``--real SPLIT --work WORK``: a labelled competition split and the work
+folder of an ``infer.py`` run on it (``WORK/<dataset>/database.db``); each labelled scene's images
+that the database holds are one cluster, its tracks come from the verified matches.
+Prints, per set, median relative-rotation / translation-direction errors over image pairs (degrees)
+and the share of pairs under 5 / 15 degrees, for: memposer, identity, rotation averaging (the
+classical chain; images its pair graph does not reach keep the identity).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import torch
+
+from memposer.baselines import identity_poses, rotation_averaging_poses
+from memposer.data.tracks import default_conf as scene_defaults, sample_scene
+from memposer.geometry import rotation_error, vector_angle, relative_pose
+
+HELDOUT_KEY = 9_000_017  # neither training (seed, epoch, rank, i) nor validation (7_000_001) uses it
+
+
+def pair_errors_deg(R, t, R_gt, t_gt) -> Dict[str, np.ndarray]:
+    """Relative-pose errors of all pairs i < j (numpy, degrees); ``t`` None skips directions."""
+    n = len(R_gt)
+    i, j = np.triu_indices(n, 1)
+    Rp, tp = relative_pose(R[i], t[i] if t is not None else np.zeros((len(i), 3)), R[j],
+                           t[j] if t is not None else np.zeros((len(i), 3)))
+    Rg, tg = relative_pose(R_gt[i], t_gt[i], R_gt[j], t_gt[j])
+    out = {"rot": rotation_error(Rp, Rg)}
+    if t is not None:
+        ok = np.linalg.norm(tg, axis=1) > 1e-9
+        out["tdir"] = vector_angle(tp[ok], tg[ok])
+    return out
+
+
+def evaluate_scene(model, obs, vis, R_gt, t_gt, ra: bool = True, ra_tracks=None) -> Dict[str, Dict[str, np.ndarray]]:
+    out = {}
+    t0 = time.perf_counter()
+    pred = model.predict(torch.from_numpy(obs), torch.from_numpy(vis))
+    out["memposer"] = pair_errors_deg(pred["R"].double().cpu().numpy(), pred["t"].double().cpu().numpy(), R_gt, t_gt)
+    out["memposer"]["seconds"] = np.array([time.perf_counter() - t0])
+    Ri, ti = identity_poses(len(R_gt))
+    out["identity"] = pair_errors_deg(Ri, ti, R_gt, t_gt)
+    if ra:
+        o, v = ra_tracks if ra_tracks is not None else (obs, vis)
+        res = rotation_averaging_poses(o, v)
+        out["rotation averaging"] = pair_errors_deg(res["R"], None, R_gt, t_gt)
+        out["rotation averaging"]["reached"] = res["reached"].astype(float)
+    return out
+
+
+def summarize(per_scene: List[Dict[str, Dict[str, np.ndarray]]]) -> Dict[str, Dict[str, float]]:
+    cat = defaultdict(lambda: defaultdict(list))
+    for sc in per_scene:
+        for method, errs in sc.items():
+            for k, v in errs.items():
+                cat[method][k].append(v)
+    table = {}
+    for method, d in cat.items():
+        row = {}
+        for k in ("rot", "tdir"):
+            if k in d:
+                e = np.concatenate(d[k])
+                row[f"{k}_median"] = float(np.median(e))
+                row[f"{k}_acc5"] = float((e < 5).mean())
+                row[f"{k}_acc15"] = float((e < 15).mean())
+        if "reached" in d:
+            row["images_reached"] = float(np.concatenate(d["reached"]).mean())
+        if "seconds" in d:
+            row["seconds_per_scene"] = float(np.mean(np.concatenate(d["seconds"])))
+        row["pairs"] = int(sum(len(x) for x in d["rot"]))
+        table[method] = row
+    return table
+
+
+def print_table(title: str, table: Dict[str, Dict[str, float]]) -> None:
+    print(f"\n{title}")
+    cols = ["rot_median", "rot_acc5", "rot_acc15", "tdir_median", "tdir_acc5", "pairs"]
+    print(f"{'method':<20}" + "".join(f"{c:>13}" for c in cols))
+    for method, row in table.items():
+        cells = [f"{row[c]:13.3f}" if c in row and c != "pairs" else f"{row.get(c, '-'):>13}" for c in cols]
+        print(f"{method:<20}" + "".join(cells))
+
+
+def synthetic(model, n: int, run: int, conf: dict, ra: bool) -> Dict[str, Dict[str, float]]:
+    rng = np.random.default_rng(np.random.SeedSequence([HELDOUT_KEY, run]))
+    scenes = [sample_scene(rng, conf) for _ in range(n)]
+    return summarize([evaluate_scene(model, s["obs"], s["vis"], s["R"].astype(float), s["t"].astype(float), ra)
+                      for s in scenes])
+
+
+def real(model, split: Path, work: Path, max_tracks: int, ra: bool) -> Dict[str, Dict[str, Dict[str, float]]]:
+    from memposer.data.imc import read_poses  # noqa: PLC0415
+    from memposer.pipeline.tracks import cluster_tracks  # noqa: PLC0415
+    import pycolmap  # noqa: PLC0415
+
+    labels = read_poses(split.parent / f"{split.name}_labels.csv")
+    scenes = defaultdict(list)
+    for r in labels:
+        scenes[(r.dataset, r.scene)].append(r)
+    out = {}
+    for (ds, sc), recs in sorted(scenes.items()):
+        db = work / ds / "database.db"
+        if not db.is_file():
+            print(f"{ds}/{sc}: no database at {db}; run infer.py --work {work} first", file=sys.stderr)
+            continue
+        d = pycolmap.Database.open(str(db))
+        have = {im.name for im in d.read_all_images()}
+        d.close()
+        recs = [r for r in recs if r.image in have and r.R is not None]
+        names = [r.image for r in recs]
+        tr = cluster_tracks(db, names, {"max_tracks": max_tracks})
+        full = cluster_tracks(db, names, {"max_tracks": 10 ** 6}) if ra else None
+        R_gt = np.stack([r.R for r in recs])
+        t_gt = np.stack([r.t for r in recs])
+        res = evaluate_scene(model, tr.obs, tr.vis, R_gt, t_gt, ra, (full.obs, full.vis) if ra else None)
+        out[f"{ds}/{sc} ({len(names)} images, {tr.obs.shape[1]} tracks)"] = summarize([res])
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="checkpoints/memposer-tracks.safetensors")
+    p.add_argument("--synthetic", type=int, default=0, help="held-out synthetic scenes per run")
+    p.add_argument("--runs", type=int, default=2)
+    p.add_argument("--cameras", type=int, nargs=2, default=scene_defaults["cameras"])
+    p.add_argument("--tracks", type=int, default=scene_defaults["tracks"])
+    p.add_argument("--background", type=float, default=0.0, help="share of far background points")
+    p.add_argument("--distance-scale", type=float, nargs=2, default=[1.0, 1.0], help="camera distances x this")
+    p.add_argument("--real", type=Path, help="labelled competition split (train/ beside train_labels.csv)")
+    p.add_argument("--work", type=Path, help="infer.py work folder of that split")
+    p.add_argument("--max-tracks", type=int, nargs="+", default=[1024])
+    p.add_argument("--no-ra", action="store_true", help="skip the rotation-averaging baseline")
+    p.add_argument("--json", type=Path, help="write the tables here")
+    a = p.parse_args(argv)
+    torch.manual_seed(0)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    from memposer.models.checkpoint import load_checkpoint  # noqa: PLC0415
+    model = load_checkpoint(a.checkpoint)
+    results = {}
+    conf = {**scene_defaults, "cameras": a.cameras, "tracks": a.tracks, "background": a.background,
+            "distance_scale": a.distance_scale}
+    for run in range(a.runs if a.synthetic else 0):
+        t = synthetic(model, a.synthetic, run, conf, not a.no_ra)
+        results[f"synthetic run {run}"] = t
+        print_table(f"synthetic held-out, run {run}: {a.synthetic} scenes, cameras {a.cameras}, {a.tracks} tracks, "
+                    f"background {a.background}, distance x{a.distance_scale}", t)
+    if a.real:
+        for mt in a.max_tracks:
+            for scene, t in real(model, a.real, a.work, mt, not a.no_ra).items():
+                results[f"{scene} max_tracks {mt}"] = t
+                print_table(f"{scene}, max_tracks {mt}", t)
+    if a.json:
+        a.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
