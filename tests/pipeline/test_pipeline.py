@@ -181,9 +181,8 @@ def test_seeded_reconstruction_on_the_pipeline_database(competition, first_run, 
         c = camera_center(Rg, tg) + rng.normal(scale=0.05, size=3)
         seed[n] = apply_similarity(Rn, -Rn @ c, s_, Rs, ts)
 
-    def predictor(paths):
-        return (np.stack([seed[p.name][0] for p in paths]), np.stack([seed[p.name][1] for p in paths]),
-                np.ones(len(paths)))
+    def predictor(names, database):
+        return np.stack([seed[n][0] for n in names]), np.stack([seed[n][1] for n in names]), np.ones(len(names))
 
     work = first_run[2] / labels[0].dataset
     res = reconstruct_cluster(names, work / "database.db", competition / "train" / labels[0].dataset, tmp_path,
@@ -197,3 +196,53 @@ def test_seeded_reconstruction_on_the_pipeline_database(competition, first_run, 
         return float(np.median(errs))
 
     assert rel_rot_err(lambda n: model[n][0]) < 0.5 * rel_rot_err(lambda n: seed[n][0])
+
+
+def _largest_scene(competition):
+    labels = read_labels(competition / "train_labels.csv")
+    scene = max({r.scene for r in labels if r.scene != OUTLIER_SCENE}, key=lambda s: sum(r.scene == s for r in labels))
+    return labels[0].dataset, {r.image: (r.R, r.t) for r in labels if r.scene == scene}
+
+
+def test_tracks_from_the_pipeline_database_obey_the_true_geometry(competition, first_run):
+    """Tracks built from real ALIKED + LightGlue + pycolmap verified matches: normalised points of
+    every pair of images satisfy the epipolar constraint of the true poses (up to the focal prior)."""
+    from memposer.geometry import relative_pose
+    from memposer.pipeline.tracks import cluster_tracks
+
+    dataset, gt = _largest_scene(competition)
+    names = sorted(gt)
+    tr = cluster_tracks(first_run[2] / dataset / "database.db", names, {"max_tracks": 300, "per_image": 10})
+    assert tr.obs.shape == (len(names), tr.vis.shape[1], 2) and 50 <= tr.vis.shape[1] <= 300
+    assert (tr.lengths >= 2).all() and tr.vis.any(1).all()  # every track seen twice, every image sees one
+
+    def epipolar_angle(i, j, pose_i, pose_j):
+        """Median angle (radians) between image j's rays and the epipolar planes of image i's."""
+        both = tr.vis[i] & tr.vis[j]
+        Rij, tij = relative_pose(*pose_i, *pose_j)
+        x0 = np.c_[tr.obs[i, both], np.ones(both.sum())]
+        x1 = np.c_[tr.obs[j, both], np.ones(both.sum())]
+        n = np.cross(tij / np.linalg.norm(tij), (Rij @ x0.T).T)
+        return np.median(np.abs((n * x1).sum(1)) / np.linalg.norm(n, axis=1) / np.linalg.norm(x1, axis=1))
+
+    pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names)) if (tr.vis[i] & tr.vis[j]).sum() >= 8]
+    true = np.median([epipolar_angle(i, j, gt[names[i]], gt[names[j]]) for i, j in pairs])
+    # control: the same tracks against the poses of other images of the scene
+    wrong = np.median([epipolar_angle(i, j, gt[names[(i + 2) % len(names)]], gt[names[(j + 5) % len(names)]])
+                       for i, j in pairs])
+    assert len(pairs) >= 5 and true < 1e-2 and wrong > 5 * true, (true, wrong)  # true: 0.004 measured
+
+
+def test_shipped_model_predicts_from_the_pipeline_database(competition, first_run):
+    """load_predictor on the run's own database: a finite pose for every image that has tracks,
+    relative rotations better than the identity's."""
+    from memposer.pipeline.predict import DEFAULT_CHECKPOINT, load_predictor
+
+    dataset, gt = _largest_scene(competition)
+    names = sorted(gt)
+    R, t, conf = load_predictor(DEFAULT_CHECKPOINT, "cpu")(names, first_run[2] / dataset / "database.db")
+    assert R.shape == (len(names), 3, 3) and np.isfinite(t).all() and (conf > 0).all()
+    pairs = [(a, b) for a in range(len(names)) for b in range(a + 1, len(names))]
+    err = np.median([rotation_error(R[b] @ R[a].T, gt[names[b]][0] @ gt[names[a]][0].T) for a, b in pairs])
+    err_id = np.median([rotation_error(np.eye(3), gt[names[b]][0] @ gt[names[a]][0].T) for a, b in pairs])
+    assert err < err_id, (err, err_id)
