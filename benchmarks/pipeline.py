@@ -60,7 +60,6 @@ def run_variant(a: argparse.Namespace, name: str) -> dict:
     conf["reconstruction"]["num_threads"] = a.num_threads
     predictor = None
     if name.startswith("seeded-"):
-        from memposer.data.imc import read_labels
         from memposer.pipeline.predict import baseline_predictor
         ref = {r.image: (r.R, r.t) for r in read_labels(a.out / "data" / f"{a.split}_labels.csv") if r.R is not None}
         predictor = baseline_predictor(name.split("-", 1)[1], a.seed, ref)

@@ -1,8 +1,8 @@
-"""Validation metrics of predicted poses: relative-pose errors over frame pairs and IMC2025 mAA."""
+"""Validation metrics of predicted poses: relative-pose errors over frame pairs, and the identity baseline."""
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional
+from typing import Dict
 
 import numpy as np
 import torch
@@ -52,34 +52,3 @@ def identity_predictor(R_gt: torch.Tensor) -> Dict[str, torch.Tensor]:
     """The trivial baseline: every camera at the origin with the identity rotation."""
     B, K = R_gt.shape[:2]
     return {"R": torch.eye(3, dtype=R_gt.dtype, device=R_gt.device).expand(B, K, 3, 3), "t": R_gt.new_zeros(B, K, 3)}
-
-
-def samples_maa(samples: List[dict], thresholds: Dict[str, Dict[str, List[float]]]) -> Optional[float]:
-    """Mean IMC2025 mAA over val samples, each scored as its own one-scene dataset.
-
-    samples: ``{"scene": "dataset/scene", "names": [...], "R", "t", "R_gt", "t_gt"}`` (numpy).
-    Needs :func:`memposer.metric.score_submission`; returns None when that is not available.
-    """
-    try:
-        from memposer.metric import score_submission  # noqa: PLC0415 (optional, lands separately)
-        from memposer.data.imc import PoseRecord  # noqa: PLC0415
-    except ImportError:
-        return None
-    labels, sub, ths_all = [], [], {}
-    for i, s in enumerate(samples):
-        ds, sc = s["scene"].split("/", 1)
-        ths = thresholds.get(ds, {}).get(sc)
-        if ths is None or len(s["names"]) < 4:  # mAA needs more cameras than the 3 of the alignment
-            continue
-        key = f"val{i}"  # each sample is its own one-scene dataset: clusterness is 1 by construction
-        ths_all[key] = {sc: ths}
-        labels += [PoseRecord(key, sc, n, R, t) for n, R, t in zip(s["names"], s["R_gt"], s["t_gt"])]
-        sub += [PoseRecord(key, sc, n, R, t) for n, R, t in zip(s["names"], s["R"], s["t"])]
-    if not ths_all:
-        return None
-    try:
-        res = score_submission(labels, sub, ths_all)
-    except Exception as e:  # the metric is another module's: report, do not kill training
-        log.warning("mAA computation failed: %s: %s", type(e).__name__, e)
-        return None
-    return float(np.mean([res.datasets[k].mAA for k in ths_all]))
