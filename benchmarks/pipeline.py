@@ -40,6 +40,7 @@ VARIANTS = {
     "colmap": ["reconstruction.poses=colmap"],
     "memposer": ["reconstruction.poses=memposer"],
     "seeded": ["reconstruction.poses=seeded"],
+    "seeded-fill": ["reconstruction.poses=seeded", "reconstruction.fill_unregistered=true"],
     # uninformative and near-perfect seeds for the seeded path (what the model's seeds are worth)
     "seeded-identity": ["reconstruction.poses=seeded"],
     "seeded-random": ["reconstruction.poses=seeded"],
@@ -59,7 +60,7 @@ def run_variant(a: argparse.Namespace, name: str) -> dict:
     conf = load_infer_config(a.config, [*VARIANTS[name], *a.overrides])
     conf["reconstruction"]["num_threads"] = a.num_threads
     predictor = None
-    if name.startswith("seeded-"):
+    if name in ("seeded-identity", "seeded-random", "seeded-perturbed"):
         from memposer.pipeline.predict import baseline_predictor
         ref = {r.image: (r.R, r.t) for r in read_labels(a.out / "data" / f"{a.split}_labels.csv") if r.R is not None}
         predictor = baseline_predictor(name.split("-", 1)[1], a.seed, ref)

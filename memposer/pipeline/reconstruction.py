@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from memposer import colmap
 from memposer.colmap import Pose
-from memposer.pipeline import seeding
+from memposer.pipeline import fill, seeding
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ default_conf = {
     "workers": 1,
     "structure_less_fallback": False,  # pycolmap 4's slow structure-less registration
     "seeding": {},  # memposer.pipeline.seeding.default_conf
+    # seeded path: images no model holds get the network's pose in the model's gauge (pipeline/fill.py)
+    "fill_unregistered": False,
+    "fill": {},  # memposer.pipeline.fill.default_conf
 }
 
 
@@ -60,7 +63,16 @@ class ClusterResult:
     stats: Dict[str, float] = field(default_factory=dict)
 
 
-def _seeded(database_path: Path, names: Sequence[str], pred: Dict[str, Pose], mapped, conf: dict) -> ClusterResult:
+def _seeded(database_path: Path, names: Sequence[str], pred: Dict[str, Pose], mapped, conf: dict,
+            pred_conf: Dict[str, float]) -> ClusterResult:
+    res = _seeded_models(database_path, names, pred, mapped, conf)
+    if conf["fill_unregistered"]:
+        models, st = fill.fill_unregistered(res.models, pred, pred_conf, conf["fill"])
+        res = ClusterResult(models, res.path, {**res.stats, **{f"fill_{k}": float(v) for k, v in st.items()}})
+    return res
+
+
+def _seeded_models(database_path: Path, names: Sequence[str], pred: Dict[str, Pose], mapped, conf: dict) -> ClusterResult:
     seeded_names = [n for n in names if n in pred]
     R = np.stack([pred[n][0] for n in seeded_names])
     t = np.stack([pred[n][1] for n in seeded_names])
@@ -90,10 +102,18 @@ def disjoint(models: List[Dict[str, Pose]], min_size: int = 1) -> List[Dict[str,
     return out
 
 
-def predict_poses(names: Sequence[str], database_path: Path | str, predictor: Predictor) -> Dict[str, Pose]:
+class Predicted(dict):
+    """``{name: pose}`` of the images the predictor placed (confidence > 0), with ``.conf`` per name."""
+
+    conf: Dict[str, float]
+
+
+def predict_poses(names: Sequence[str], database_path: Path | str, predictor: Predictor) -> Predicted:
     """The predictor's pose for every image of one cluster that it gives one (confidence > 0)."""
     R, t, conf = predictor(list(names), Path(database_path))
-    return {n: (R[i], t[i]) for i, n in enumerate(names) if conf[i] > 0}
+    out = Predicted({n: (R[i], t[i]) for i, n in enumerate(names) if conf[i] > 0})
+    out.conf = {n: float(conf[i]) for i, n in enumerate(names) if conf[i] > 0}
+    return out
 
 
 def _check_mode(conf: dict, has_poses: bool) -> str:
@@ -122,7 +142,7 @@ def reconstruct_cluster(names: Sequence[str], database_path: Path | str, image_d
         return ClusterResult([pred], "memposer", {"registered": float(len(pred))})
     mapped = colmap.run_mapper(database_path, image_dir, out_dir, names, conf)
     if mode == "seeded" and len(pred) >= 3:
-        return _seeded(database_path, names, pred, mapped, conf)
+        return _seeded(database_path, names, pred, mapped, conf, getattr(pred, "conf", {n: 1.0 for n in pred}))
     models = disjoint([colmap.poses_of(r) for r in mapped], conf["min_model_size"])
     return ClusterResult(models, "colmap", {"registered": float(sum(map(len, models)))})
 
