@@ -120,6 +120,8 @@ def real(model, split: Path, work: Path, max_tracks: int, ra: bool) -> Dict[str,
         have = {im.name for im in d.read_all_images()}
         d.close()
         recs = [r for r in recs if r.image in have and r.R is not None]
+        if len(recs) < 3:  # the outliers, or a scene the run did not keep
+            continue
         names = [r.image for r in recs]
         tr = cluster_tracks(db, names, {"max_tracks": max_tracks})
         full = cluster_tracks(db, names, {"max_tracks": 10 ** 6}) if ra else None
