@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from memposer.geometry import look_at, random_rotation
+from memposer.geometry import look_at
 
 default_conf: Dict[str, Any] = {
     "cameras": [6, 24],             # cameras per scene (inclusive range)
@@ -202,8 +202,3 @@ def sample_batch(seed: int, batch_size: int, conf: Optional[Dict[str, Any]] = No
     """``batch_size`` scenes from one seed, collated: the same seed always gives the same batch."""
     rng = np.random.default_rng(seed)
     return collate_track_scenes([sample_scene(rng, conf) for _ in range(batch_size)])
-
-
-def random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Uniform random rotations (N,3,3): the uninformative seed poses of the benchmarks."""
-    return random_rotation(rng, n).reshape(n, 3, 3)

@@ -27,7 +27,7 @@ default_conf = {
 }
 
 
-def align_prediction(model: Dict[str, Pose], pred: Dict[str, Pose]) -> Tuple[np.ndarray, np.ndarray, float, Dict[str, float]]:
+def align_prediction(model: Dict[str, Pose], pred: Dict[str, Pose]) -> Tuple[tuple, Dict[str, float]]:
     """Similarity ``(s, Rs, ts)`` taking predicted centres onto the model's, and the agreement numbers."""
     shared = sorted(set(model) & set(pred))
     cp = np.stack([camera_center(*pred[n]) for n in shared])

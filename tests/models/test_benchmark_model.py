@@ -21,3 +21,16 @@ def test_inference_benchmark_runs(tmp_path):
     assert sdpa["max_abs_diff_vs_first_R"] == 0
     xf = next(x for x in rows if x["backend"] == "xformers")
     assert "error" in xf  # CPU tensors never use xformers: reported, not silently timed as SDPA
+
+
+def test_model_eval_prints_model_identity_and_rotation_averaging(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "benchmarks/model_eval.py", "--synthetic", "3", "--runs", "1",
+                        "--cameras", "6", "8", "--json", str(tmp_path / "e.json")],
+                       cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = json.loads((tmp_path / "e.json").read_text())["synthetic run 0"]
+    assert set(table) == {"memposer", "identity", "rotation averaging"}
+    assert table["identity"]["tdir_median"] == 90.0 and table["memposer"]["pairs"] == table["identity"]["pairs"]
+    assert table["memposer"]["rot_median"] < table["identity"]["rot_median"]
+    assert "rotation averaging" in r.stdout
