@@ -26,22 +26,21 @@ import torch
 
 from memposer.baselines import identity_poses, rotation_averaging_poses
 from memposer.data.tracks import default_conf as scene_defaults, sample_scene
-from memposer.geometry import rotation_error, vector_angle, relative_pose
+from memposer.training.metrics import relative_errors_deg
 
 HELDOUT_KEY = 9_000_017  # neither training (seed, epoch, rank, i) nor validation (7_000_001) uses it
 
 
 def pair_errors_deg(R, t, R_gt, t_gt) -> Dict[str, np.ndarray]:
-    """Relative-pose errors of all pairs i < j (numpy, degrees); ``t`` None skips directions."""
-    n = len(R_gt)
-    i, j = np.triu_indices(n, 1)
-    Rp, tp = relative_pose(R[i], t[i] if t is not None else np.zeros((len(i), 3)), R[j],
-                           t[j] if t is not None else np.zeros((len(i), 3)))
-    Rg, tg = relative_pose(R_gt[i], t_gt[i], R_gt[j], t_gt[j])
-    out = {"rot": rotation_error(Rp, Rg)}
-    if t is not None:
-        ok = np.linalg.norm(tg, axis=1) > 1e-9
-        out["tdir"] = vector_angle(tp[ok], tg[ok])
+    """Relative-pose errors (degrees) of all pairs i < j of one scene; ``t`` None skips directions."""
+    def batch(x):
+        return torch.as_tensor(np.asarray(x), dtype=torch.float64)[None]
+
+    mask = torch.ones(1, len(R_gt), dtype=torch.bool)
+    out = relative_errors_deg(batch(R), batch(t if t is not None else np.zeros_like(t_gt)), batch(R_gt),
+                              batch(t_gt), mask)
+    if t is None:
+        del out["tdir"]
     return out
 
 

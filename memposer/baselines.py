@@ -12,8 +12,10 @@ from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
-from memposer.geometry import random_rotation
+from memposer.geometry import random_rotation, rotation_error, t_from_center
 
 
 def identity_poses(n: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -23,7 +25,7 @@ def identity_poses(n: int) -> Tuple[np.ndarray, np.ndarray]:
 def random_poses(n: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     R = random_rotation(rng, n).reshape(n, 3, 3)
-    return R, -np.einsum("nij,nj->ni", R, rng.normal(size=(n, 3)))
+    return R, t_from_center(R, rng.normal(size=(n, 3)))
 
 
 def pair_rotations(obs: np.ndarray, vis: np.ndarray, min_common: int = 12, threshold: float = 2e-3,
@@ -67,15 +69,13 @@ def rotation_averaging(n: int, pairs: List[Tuple[int, int, np.ndarray, int]], it
     weights = np.array([float(w) for *_, w in edges])
     Rm = _spectral(m, edges, weights)
     for _ in range(iterations):
-        res = np.array([np.degrees(_angle(Rij @ Rm[a] @ Rm[b].T)) for a, b, Rij, _ in edges])
+        # residual of R_b = R_ab R_a, in degrees
+        res = rotation_error(np.stack([Rij for *_, Rij, _ in edges]) @ Rm[[a for a, *_ in edges]],
+                             Rm[[b for _, b, *_ in edges]])
         robust = np.where(res < huber_deg, 1.0, huber_deg / np.maximum(res, 1e-9))
         Rm = _spectral(m, edges, weights * robust)
     R[reached] = Rm
     return R, reached
-
-
-def _angle(R: np.ndarray) -> float:
-    return float(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1)))
 
 
 def _spectral(m: int, edges, weights: np.ndarray) -> np.ndarray:
@@ -105,21 +105,12 @@ def _svd_proj(A: np.ndarray) -> np.ndarray:
 
 
 def _largest_component(n: int, pairs) -> np.ndarray:
-    parent = list(range(n))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for i, j, *_ in pairs:
-        parent[find(i)] = find(j)
-    roots = np.array([find(i) for i in range(n)])
+    """Mask of the images in the largest connected part of the pair graph (none without pairs)."""
     if not pairs:
         return np.zeros(n, bool)
-    best = np.bincount(roots).argmax()
-    return roots == best
+    i, j = np.array([(p[0], p[1]) for p in pairs]).T
+    _, label = connected_components(coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)), directed=False)
+    return label == np.bincount(label).argmax()
 
 
 def rotation_averaging_poses(obs: np.ndarray, vis: np.ndarray, seed: int = 0,

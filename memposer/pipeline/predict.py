@@ -27,6 +27,7 @@ def load_predictor(checkpoint: str | Path, device: str = "auto", tracks: Optiona
     """MemPoser on each cluster's tracks (:func:`memposer.pipeline.tracks.cluster_tracks`)."""
     import torch  # noqa: PLC0415
 
+    from memposer.baselines import identity_poses  # noqa: PLC0415
     from memposer.models.checkpoint import load_checkpoint  # noqa: PLC0415
 
     model = load_checkpoint(checkpoint, map_location=pick_device(device))
@@ -35,8 +36,8 @@ def load_predictor(checkpoint: str | Path, device: str = "auto", tracks: Optiona
 
     def predict(names: List[str], database_path: Path):
         tr = cluster_tracks(database_path, names, track_conf)
-        if tr.vis.shape[1] == 0:
-            return np.repeat(np.eye(3)[None], len(names), 0), np.zeros((len(names), 3)), np.zeros(len(names))
+        if tr.vis.shape[1] == 0:  # no verified match in the cluster: no pose for anyone
+            return (*identity_poses(len(names)), np.zeros(len(names)))
         out = model.predict(torch.from_numpy(tr.obs), torch.from_numpy(tr.vis))
         return tuple(out[k].double().cpu().numpy() for k in ("R", "t", "conf"))
 
@@ -47,6 +48,8 @@ def baseline_predictor(kind: str, seed: int = 0, reference: Optional[Dict[str, P
                        noise_deg: float = 5.0, noise_centre: float = 0.05) -> Predictor:
     """``identity`` | ``random`` | ``perturbed`` (``reference`` poses with ``noise_deg`` rotation noise and
     centre noise of ``noise_centre`` times the cluster's camera spread)."""
+    from scipy.spatial.transform import Rotation  # noqa: PLC0415
+
     from memposer.baselines import identity_poses, random_poses  # noqa: PLC0415
     from memposer.geometry import camera_center, random_rotation, t_from_center  # noqa: PLC0415
 
@@ -66,11 +69,9 @@ def baseline_predictor(kind: str, seed: int = 0, reference: Optional[Dict[str, P
         R = np.stack([reference[m][0] if m in reference else np.eye(3) for m in names])
         c = np.stack([camera_center(*reference[m]) if m in reference else np.zeros(3) for m in names])
         spread = float(np.median(np.linalg.norm(c[has] - c[has].mean(0), axis=1))) if has.any() else 1.0
-        axis = random_rotation(rng, n).reshape(n, 3, 3)[:, 0]
+        axis = random_rotation(rng, n).reshape(n, 3, 3)[:, 0]  # uniform unit vectors
         ang = np.radians(rng.normal(0, noise_deg, n))
-        K = np.cross(np.eye(3)[None], axis[:, None])  # skew matrices of the axes
-        dR = np.eye(3) + np.sin(ang)[:, None, None] * K + (1 - np.cos(ang))[:, None, None] * K @ K
-        R = dR @ R
+        R = Rotation.from_rotvec(axis * ang[:, None]).as_matrix() @ R
         c = c + rng.normal(0, noise_centre * spread, c.shape)
         return R, t_from_center(R, c), has.astype(float)
 

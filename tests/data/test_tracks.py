@@ -17,23 +17,6 @@ def test_same_seed_same_scene_and_padding():
     assert (a["vis"].sum(1)[a["vis"].any(1)] >= 2).all()  # every track is seen at least twice
 
 
-def test_clean_observations_satisfy_the_epipolar_constraint():
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        s = sample_scene(rng, CLEAN)
-        obs, vis, R, t = s["obs"].astype(float), s["vis"], s["R"].astype(float), s["t"].astype(float)
-        Rij, tij = relative_pose(R[0], t[0], R[1], t[1])
-        tx = np.array([[0, -tij[2], tij[1]], [tij[2], 0, -tij[0]], [-tij[1], tij[0], 0]])
-        E = tx @ Rij
-        both = vis[0] & vis[1]
-        if both.sum() < 3:
-            continue
-        x0 = np.c_[obs[0, both], np.ones(both.sum())]
-        x1 = np.c_[obs[1, both], np.ones(both.sum())]
-        res = np.abs(np.einsum("ni,ij,nj->n", x1, E, x0)) / np.linalg.norm(tij)
-        assert np.median(res) < 1e-5
-
-
 def _epipolar_residuals(s, i=0, j=1):
     obs, vis, R, t = s["obs"].astype(float), s["vis"], s["R"].astype(float), s["t"].astype(float)
     Rij, tij = relative_pose(R[i], t[i], R[j], t[j])
@@ -41,6 +24,18 @@ def _epipolar_residuals(s, i=0, j=1):
     both = vis[i] & vis[j]
     x0, x1 = np.c_[obs[i, both], np.ones(both.sum())], np.c_[obs[j, both], np.ones(both.sum())]
     return np.abs(np.einsum("ni,ij,nj->n", x1, tx @ Rij, x0)) / np.linalg.norm(tij)
+
+
+def test_clean_observations_satisfy_the_epipolar_constraint():
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(5):
+        s = sample_scene(rng, CLEAN)
+        res = _epipolar_residuals(s)
+        if len(res) >= 3:
+            assert np.median(res) < 1e-5
+            checked += 1
+    assert checked >= 1
 
 
 def test_outliers_break_the_constraint_in_the_share_asked_for():
