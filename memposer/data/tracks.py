@@ -38,6 +38,14 @@ default_conf: Dict[str, Any] = {
     # Realism knobs, off for the shipped checkpoint (docs/results.md: its gap on real photos):
     "background": 0.0,              # share of points on a far background (orbit / landmark scenes)
     "distance_scale": [1.0, 1.0],   # orbit / landmark camera distances times this (small objects)
+    # Real tracks are short: a descriptor matches only over a limited change of viewpoint and scale
+    # (beer's reference model: median track length 3 of 24 frames). With probability view_window_p
+    # a scene gives each point a preferred viewing ray (towards a random camera that sees it) and
+    # keeps the observations within view_window degrees of it and within a factor view_scale of its
+    # distance. 0 = off, as the first shipped checkpoint was trained.
+    "view_window_p": 0.0,
+    "view_window": [10.0, 60.0],    # degrees, drawn per scene, then 0.7-1.3x per point
+    "view_scale": 2.5,              # max distance ratio to the preferred view
 }
 
 _SIZES = np.array([(1024, 768), (768, 1024), (1024, 576), (576, 1024), (1024, 1024), (1024, 683)])
@@ -109,6 +117,19 @@ def _cameras(rng: np.random.Generator, layout: str, n: int) -> tuple:
     return c, target
 
 
+def _view_window(rng: np.random.Generator, seen: np.ndarray, to_cam: np.ndarray, conf: dict) -> np.ndarray:
+    """(N,P) mask: observations within a point's viewing window (see ``view_window`` in default_conf)."""
+    n, p = seen.shape
+    dist = np.linalg.norm(to_cam, axis=-1)
+    ray = to_cam / np.maximum(dist, 1e-9)[..., None]
+    ref = np.argmax(rng.random((n, p)) * seen, axis=0)  # a random camera that sees the point
+    cols = np.arange(p)
+    cos = (ray * ray[ref, cols][None]).sum(-1)
+    theta = np.deg2rad(_range(rng, conf["view_window"]) * rng.uniform(0.7, 1.3, p))
+    scale = np.abs(np.log(dist / dist[ref, cols][None])) <= np.log(conf["view_scale"])
+    return (cos >= np.cos(theta)) & scale
+
+
 def sample_scene(rng: np.random.Generator, conf: Optional[Dict[str, Any]] = None) -> Dict[str, np.ndarray]:
     """One random scene: ``obs`` (N,P,2) normalised points, ``vis`` (N,P), ``R`` (N,3,3), ``t`` (N,3).
 
@@ -155,6 +176,8 @@ def _try_scene(rng: np.random.Generator, conf: dict, layout: str) -> Optional[Di
     inside = (z > 0.1) & (uv >= 0).all(-1) & (uv < sizes[:, None]).all(-1)
     to_cam = centres[:, None] - pts[None]
     facing = (normals[None] * to_cam).sum(-1) / np.linalg.norm(to_cam, axis=-1) > rng.uniform(0.05, 0.35)
+    if rng.random() < conf["view_window_p"]:
+        facing &= _view_window(rng, inside & facing, to_cam, conf)
     vis = inside & facing & (rng.random(z.shape) >= _range(rng, conf["drop"]))
     uv = uv + rng.normal(0, _range(rng, conf["noise_px"]), uv.shape)
     wrong = vis & (rng.random(z.shape) < _range(rng, conf["outliers"]))
