@@ -2,11 +2,17 @@
 
     python benchmarks/model_eval.py --checkpoint checkpoints/memposer-tracks.safetensors --synthetic 64 --runs 2
     python benchmarks/model_eval.py --checkpoint CKPT --real ../shared/data/imc_real/train --work WORK
+    python benchmarks/model_eval.py --checkpoint CKPT --reference ../shared/data/beer/sparse/0 --every 3
 
 ``--synthetic N``: N new synthetic scenes per run (seed keys training and validation never use),
 one run per ``--runs``. ``--real SPLIT --work WORK``: a labelled competition split and the work
 folder of an ``infer.py`` run on it (``WORK/<dataset>/database.db``); each labelled scene's images
 that the database holds are one cluster, its tracks come from the verified matches.
+``--reference MODEL``: a COLMAP model's own tracks (its 3D points' observations, true intrinsics),
+every ``--every``-th image from offset ``run`` (``--runs`` disjoint image sets), observed or
+reprojected exactly: the model's error with matching and intrinsics taken out of the way.
+``--window P``: synthetic scenes get short, real-like tracks (view windows, memposer.data.tracks)
+with probability P.
 Prints, per set, median relative-rotation / translation-direction errors over image pairs (degrees)
 and the share of pairs under 5 / 15 degrees, for: memposer, identity, rotation averaging (the
 classical chain; images its pair graph does not reach keep the identity).
@@ -131,6 +137,40 @@ def real(model, split: Path, work: Path, max_tracks: int, ra: bool) -> Dict[str,
     return out
 
 
+def reference(model, model_dir: Path, every: int, run: int, max_images: int, max_tracks: int,
+              ra: bool) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """Errors on a COLMAP model's own tracks: observed keypoints, and the 3D points reprojected exactly."""
+    import pycolmap  # noqa: PLC0415
+
+    from memposer.pipeline.tracks import default_conf as track_defaults, select_tracks  # noqa: PLC0415
+
+    rec = pycolmap.Reconstruction(str(model_dir))
+    images = sorted(rec.images.values(), key=lambda im: im.name)[run::every][:max_images]
+    pids = {p: k for k, p in enumerate(rec.points3D)}
+    xyz = np.stack([rec.points3D[p].xyz for p in pids])
+    n, p = len(images), len(pids)
+    observed, exact = np.zeros((n, p, 2)), np.zeros((n, p, 2))
+    vis = np.zeros((n, p), bool)
+    for i, im in enumerate(images):
+        cam = rec.cameras[im.camera_id]
+        pts = [(pids[q.point3D_id], q.xy) for q in im.points2D if q.has_point3D()]
+        j = np.array([a for a, _ in pts], np.int64)
+        observed[i, j] = cam.cam_from_img(np.array([b for _, b in pts], np.float64))
+        X = (im.cam_from_world().rotation.matrix() @ xyz[j].T).T + im.cam_from_world().translation
+        exact[i, j] = X[:, :2] / X[:, 2:]
+        vis[i, j] = True
+    keep = select_tracks(vis, {**track_defaults, "max_tracks": max_tracks})
+    vis = vis[:, keep]
+    R_gt = np.stack([im.cam_from_world().rotation.matrix() for im in images])
+    t_gt = np.stack([im.cam_from_world().translation for im in images])
+    out = {}
+    for kind, obs in (("observed", observed), ("reprojected", exact)):
+        o = np.where(vis[..., None], obs[:, keep], 0).astype(np.float32)
+        out[f"{model_dir} every {every} from {run}, {n} images, {vis.shape[1]} tracks, {kind}"] = summarize(
+            [evaluate_scene(model, o, vis, R_gt, t_gt, ra)])
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default="checkpoints/memposer-tracks.safetensors")
@@ -140,6 +180,11 @@ def main(argv=None) -> int:
     p.add_argument("--tracks", type=int, default=scene_defaults["tracks"])
     p.add_argument("--background", type=float, default=0.0, help="share of far background points")
     p.add_argument("--distance-scale", type=float, nargs=2, default=[1.0, 1.0], help="camera distances x this")
+    p.add_argument("--window", type=float, default=0.0, help="share of synthetic scenes with view windows")
+    p.add_argument("--view-window", type=float, nargs=2, default=scene_defaults["view_window"], help="degrees")
+    p.add_argument("--reference", type=Path, help="a COLMAP model: evaluate on its own tracks")
+    p.add_argument("--every", type=int, default=3, help="with --reference: every k-th image")
+    p.add_argument("--max-images", type=int, default=24, help="with --reference")
     p.add_argument("--real", type=Path, help="labelled competition split (train/ beside train_labels.csv)")
     p.add_argument("--work", type=Path, help="infer.py work folder of that split")
     p.add_argument("--max-tracks", type=int, nargs="+", default=[1024])
@@ -152,12 +197,17 @@ def main(argv=None) -> int:
     model = load_checkpoint(a.checkpoint)
     results = {}
     conf = {**scene_defaults, "cameras": a.cameras, "tracks": a.tracks, "background": a.background,
-            "distance_scale": a.distance_scale}
+            "distance_scale": a.distance_scale, "view_window_p": a.window, "view_window": a.view_window}
     for run in range(a.runs if a.synthetic else 0):
         t = synthetic(model, a.synthetic, run, conf, not a.no_ra)
         results[f"synthetic run {run}"] = t
         print_table(f"synthetic held-out, run {run}: {a.synthetic} scenes, cameras {a.cameras}, {a.tracks} tracks, "
-                    f"background {a.background}, distance x{a.distance_scale}", t)
+                    f"background {a.background}, distance x{a.distance_scale}, view windows {a.window}", t)
+    for run in range(a.runs if a.reference else 0):
+        for mt in a.max_tracks:
+            for scene, t in reference(model, a.reference, a.every, run, a.max_images, mt, not a.no_ra).items():
+                results[scene] = t
+                print_table(scene, t)
     if a.real:
         for mt in a.max_tracks:
             for scene, t in real(model, a.real, a.work, mt, not a.no_ra).items():

@@ -41,6 +41,9 @@ VARIANTS = {
     "memposer": ["reconstruction.poses=memposer"],
     "seeded": ["reconstruction.poses=seeded"],
     "seeded-fill": ["reconstruction.poses=seeded", "reconstruction.fill_unregistered=true"],
+    # sequence continuity (videos): consecutive frames are paired too (pipeline/pairs.py)
+    "sequence": ["pairs.sequence_window=2"],
+    "seeded-sequence": ["reconstruction.poses=seeded", "pairs.sequence_window=2"],
     # uninformative and near-perfect seeds for the seeded path (what the model's seeds are worth)
     "seeded-identity": ["reconstruction.poses=seeded"],
     "seeded-random": ["reconstruction.poses=seeded"],
@@ -69,7 +72,8 @@ def run_variant(a: argparse.Namespace, name: str) -> dict:
         predictor = load_predictor(a.checkpoint, conf["device"])
     out = a.out / name
     # Variants with the same pairs share feature/match caches: only the first pays for matching.
-    work = a.out / ("work-exhaustive" if name == "exhaustive" else "work-shortlist")
+    work = a.out / ("work-exhaustive" if name == "exhaustive" else
+                    "work-sequence" if "sequence" in name else "work-shortlist")
     t0 = time.perf_counter()
     res = run_pipeline(a.out / "data" / a.split, out / "submission.csv", conf, work, predictor, progress=False)
     wall = time.perf_counter() - t0

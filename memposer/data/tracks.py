@@ -176,7 +176,7 @@ def _try_scene(rng: np.random.Generator, conf: dict, layout: str) -> Optional[Di
     inside = (z > 0.1) & (uv >= 0).all(-1) & (uv < sizes[:, None]).all(-1)
     to_cam = centres[:, None] - pts[None]
     facing = (normals[None] * to_cam).sum(-1) / np.linalg.norm(to_cam, axis=-1) > rng.uniform(0.05, 0.35)
-    if rng.random() < conf["view_window_p"]:
+    if conf["view_window_p"] > 0 and rng.random() < conf["view_window_p"]:  # no draw when off: old seeds stay
         facing &= _view_window(rng, inside & facing, to_cam, conf)
     vis = inside & facing & (rng.random(z.shape) >= _range(rng, conf["drop"]))
     uv = uv + rng.normal(0, _range(rng, conf["noise_px"]), uv.shape)

@@ -101,6 +101,14 @@ def cluster_tracks(database_path: Path | str, names: Sequence[str], conf: Dict |
     return ClusterTracks(names, obs, vis)
 
 
+def select_tracks(vis: np.ndarray, conf: Dict | None = None) -> np.ndarray:
+    """Columns of a dense (N,P) visibility to keep, by the rule :func:`cluster_tracks` uses."""
+    conf = {**default_conf, **(conf or {})}
+    image_of, inv = np.nonzero(vis)
+    length = vis.sum(0)
+    return _select(inv, image_of, length, length >= conf["min_length"], vis.shape[0], conf)
+
+
 def _select(inv: np.ndarray, image_of: np.ndarray, length: np.ndarray, ok: np.ndarray, n_images: int,
             conf: dict) -> np.ndarray:
     """Track indices: each image's ``per_image`` longest, then the longest overall, ``max_tracks`` in all."""
