@@ -52,3 +52,26 @@ def test_collate_pads_different_sizes():
     b = collate_track_scenes(scenes)
     assert b["obs"].shape[:2] == (2, max(s["obs"].shape[0] for s in scenes))
     assert b["mask"].sum(1).tolist() == [s["obs"].shape[0] for s in scenes]
+
+
+def test_view_windows_keep_each_point_within_its_angle_and_shorten_tracks():
+    from memposer.data.tracks import _view_window
+
+    rng = np.random.default_rng(3)
+    to_cam = rng.normal(size=(30, 200, 3)) + np.array([0, 0, 3.0])  # rays of 30 cameras to 200 points
+    seen = rng.random((30, 200)) < 0.8
+    keep = _view_window(rng, seen, to_cam, {"view_window": [20.0, 20.0], "view_scale": 100.0})
+    ray = to_cam / np.linalg.norm(to_cam, axis=-1, keepdims=True)
+    for j in range(200):
+        r = ray[keep[:, j], j]
+        if len(r) > 1:  # kept rays lie within 2 x 1.3 x 20 degrees of each other (one shared centre)
+            assert np.degrees(np.arccos(np.clip(r @ r.T, -1, 1))).max() <= 52.0 + 1e-6
+    assert 0 < keep.sum() < seen.sum()
+
+    def median_length(p):
+        lens = [np.median(sample_scene(np.random.default_rng(k), {"view_window_p": p, "cameras": [16, 16],
+                                                                "layouts": {"orbit": 1.0}})["vis"].sum(0))
+                for k in range(6)]
+        return float(np.median(lens))
+    assert median_length(1.0) < 0.75 * median_length(0.0)
+
