@@ -53,7 +53,8 @@ def load_baseline(rev: str):
     (its modules import each other relatively), or the single ``metric.py`` of older revisions."""
     root = Path(__file__).resolve().parents[1]
     tmp = Path(tempfile.mkdtemp())
-    single = subprocess.run(["git", "cat-file", "-e", f"{rev}:memposer/metric.py"], cwd=root).returncode == 0
+    single = subprocess.run(["git", "cat-file", "-e", f"{rev}:memposer/metric.py"], cwd=root,
+                            stderr=subprocess.DEVNULL).returncode == 0
     if single:
         path, search = tmp / "metric_baseline.py", None
         path.write_bytes(subprocess.run(["git", "show", f"{rev}:memposer/metric.py"], cwd=root, check=True,
