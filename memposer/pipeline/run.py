@@ -180,11 +180,3 @@ def format_timings(timings: Dict[str, float], n_images: int) -> str:
 def summary_counts(records: List[PoseRecord]) -> Dict[str, int]:
     registered = sum(1 for r in records if r.scene != OUTLIER_SCENE and r.R is not None)
     return {"images": len(records), "registered": registered}
-
-
-if __name__ == "__main__":
-    import sys
-
-    from memposer.pipeline.cli import main
-
-    sys.exit(main())
