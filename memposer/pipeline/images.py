@@ -143,4 +143,3 @@ def to_tensor(img: LoadedImage):
     t = torch.from_numpy(np.ascontiguousarray(arr))
     t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
     return t[None]
-

@@ -165,6 +165,3 @@ def _warn_no_weights() -> None:
         log.warning("retrieval: no DINOv2 weights given (--dinov2 PATH or retrieval.weights); "
                     "using VLAD over local features instead")
         _warned = True
-
-
-main = global_descriptors
