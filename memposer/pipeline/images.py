@@ -1,5 +1,7 @@
 """Stage 1: read images robustly (EXIF orientation, grey/RGBA/16-bit/palette), resize by config.
 
+The one image loader of the pipeline: :func:`decode_image` (decode + orient, once per image per
+run) and :func:`prepare_image` (resize + convert, per consumer); :func:`load_image` does both.
 Unreadable or truncated files return ``None`` with a logged warning; they never raise.
 Coordinates: keypoints are expressed in the *oriented, full-resolution* image (what COLMAP calibrates);
 ``LoadedImage.scale`` maps resized pixels back to it.
