@@ -7,7 +7,7 @@ Scenes: true centres spread over ~10 units, thresholds 0.05..1.0 (IMC2025-like),
 random similarity of the truth; ``noisy`` adds 0.01-unit noise, ``outliers`` 0.05-unit noise, 20 %
 wild cameras and 10 % missing poses. The reference (O(n^3) Python loop) runs only up to
 ``--reference-max`` cameras; where both run, the script checks they agree exactly. ``--baseline``
-also times ``register`` of ``memposer/metric.py`` as of a git revision, right after the current one
+also times ``register`` of ``memposer/metric`` (a package, or one file before) as of a git revision, right after the current one
 on the same input (so both see the same machine load), and checks both give the same models.
 """
 from __future__ import annotations
@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from memposer.geometry import random_rotation
-from memposer.metric import _register_reference, register
+from memposer.metric import register
+from memposer.metric.reference import register_reference
 
 TH = [0.05, 0.1, 0.2, 0.5, 1.0]
 KINDS = {"exact": (0.0, 0.0, 0.0), "noisy": (0.01, 0.0, 0.0), "outliers": (0.05, 0.2, 0.1)}
@@ -48,13 +49,22 @@ def same(a, b) -> bool:
 
 
 def load_baseline(rev: str):
-    """``memposer.metric`` as of git revision ``rev``, imported under another name."""
+    """``memposer.metric`` as of git revision ``rev``, imported under another name: the package
+    (its modules import each other relatively), or the single ``metric.py`` of older revisions."""
     root = Path(__file__).resolve().parents[1]
-    src = subprocess.run(["git", "show", f"{rev}:memposer/metric.py"], cwd=root, check=True,
-                         capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "metric_baseline.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("metric_baseline", path)
+    tmp = Path(tempfile.mkdtemp())
+    single = subprocess.run(["git", "cat-file", "-e", f"{rev}:memposer/metric.py"], cwd=root,
+                            stderr=subprocess.DEVNULL).returncode == 0
+    if single:
+        path, search = tmp / "metric_baseline.py", None
+        path.write_bytes(subprocess.run(["git", "show", f"{rev}:memposer/metric.py"], cwd=root, check=True,
+                                        capture_output=True).stdout)
+    else:
+        tar = subprocess.run(["git", "archive", rev, "memposer/metric"], cwd=root, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=tar, check=True)
+        (tmp / "memposer" / "metric").rename(tmp / "metric_baseline")
+        path, search = tmp / "metric_baseline" / "__init__.py", [str(tmp / "metric_baseline")]
+    spec = importlib.util.spec_from_file_location("metric_baseline", path, submodule_search_locations=search)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -82,7 +92,7 @@ def main(sizes, kinds, reference_max: int, seed: int, baseline: str = None) -> N
                 old, tb = timed(base.register, X, G, TH)
                 checks.append(same(fast, old))
             if n <= reference_max:
-                ref, tr = timed(_register_reference, X, G, TH)
+                ref, tr = timed(register_reference, X, G, TH)
                 checks.append(same(fast, ref))
             ok = "-" if not checks else "yes" if all(checks) else "NO"
             print(f"{kind:<9} {n:>5} {tf:>9.2f} {tb:>9.2f} {tr:>9.2f} {fast.n_inliers[-1]:>12} {ok:>9}", flush=True)

@@ -146,8 +146,4 @@ def quiet(level: int = 2) -> None:
         pass
 
 
-def version() -> str:
-    return str(pycolmap.__version__)
-
-
 __all__: Iterable[str] = ["Database", "run_mapper", "poses_of", "read_model_poses", "two_view_options", "make_camera", "set_seed", "quiet"]

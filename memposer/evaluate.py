@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from memposer.data.imc import PoseRecord, read_poses, read_thresholds
+from memposer.data.imc import read_poses, read_thresholds
 from memposer.metric import Result, default_conf, score_submission
 
 log = logging.getLogger("memposer.evaluate")

@@ -6,9 +6,13 @@ import numpy as np
 import pytest
 
 from memposer import geometry as geo
-from memposer import metric
 from memposer.data.imc import OUTLIER_SCENE, PoseRecord
-from memposer.metric import _register_reference, register, score_submission
+from memposer.metric import register, score_submission
+from memposer.metric import score as score_mod
+from memposer.metric import search
+from memposer.metric.kernels import fit, horn, sq_err
+from memposer.metric.reference import register_reference
+from memposer.metric.screen import Screen
 
 TH = [0.05, 0.1, 0.2, 0.5, 1.0]
 CONFS = {"official": (0.0, -1.0), "heuristic": (0.8, 0.5)}
@@ -92,7 +96,7 @@ def test_fast_register_equals_reference(kind, conf):
     inl_cf, strict_cf = CONFS[conf]
     for _ in range(12):
         X, G, th = _random_case(rng, kind)
-        ref = _register_reference(X, G, th, inl_cf, strict_cf)
+        ref = register_reference(X, G, th, inl_cf, strict_cf)
         for chunk in (5, 4096):  # chunk boundaries inside and outside the replayed updates
             _assert_same(register(X, G, th, inl_cf, strict_cf, chunk=chunk), ref)
 
@@ -104,7 +108,7 @@ def test_fast_register_equals_reference_where_strict_skip_matters(seed, kind):
     skip, no_skip = register(X, G, th, 0.8, 0.5), register(X, G, th, 0.8, -1.0)
     assert not (np.array_equal(skip.n_inliers, no_skip.n_inliers) and np.array_equal(skip.err, no_skip.err))
     for chunk in (5, 4096):
-        _assert_same(register(X, G, th, 0.8, 0.5, chunk=chunk), _register_reference(X, G, th, 0.8, 0.5))
+        _assert_same(register(X, G, th, 0.8, 0.5, chunk=chunk), register_reference(X, G, th, 0.8, 0.5))
 
 
 def test_fast_register_equals_reference_medium_scene():
@@ -114,7 +118,7 @@ def test_fast_register_equals_reference_medium_scene():
     X[[2, 9, 17]] = rng.normal(size=(3, 3)) * 5
     X[5] = np.nan
     for inl_cf, strict_cf in CONFS.values():
-        _assert_same(register(X, G, TH, inl_cf, strict_cf, chunk=97), _register_reference(X, G, TH, inl_cf, strict_cf))
+        _assert_same(register(X, G, TH, inl_cf, strict_cf, chunk=97), register_reference(X, G, TH, inl_cf, strict_cf))
 
 
 
@@ -126,7 +130,7 @@ def test_fast_register_equals_reference_60_cameras():
     wild = rng.random(60) < 0.2
     X[wild] = rng.normal(size=(wild.sum(), 3)) * 10
     X[rng.random(60) < 0.1] = np.nan
-    ref = _register_reference(X, G, TH)
+    ref = register_reference(X, G, TH)
     assert 3 < ref.n_inliers[0] < ref.n_inliers[-1] < 60  # noise and outliers both matter
     for chunk in (32768, 1000):  # one block / blocks that split the triplets of one camera i
         _assert_same(register(X, G, TH, chunk=chunk), ref)
@@ -134,11 +138,11 @@ def test_fast_register_equals_reference_60_cameras():
 
 def test_mask_hash_collisions_only_cost_time(monkeypatch):
     """Inlier sets are matched by hash, then byte for byte: colliding hashes must not merge sets."""
-    monkeypatch.setattr(metric._ModelStore, "_hash", lambda self, packed: [0] * len(packed))
+    monkeypatch.setattr(search._ModelStore, "_hash", lambda self, packed: [0] * len(packed))
     rng = np.random.default_rng(11)
     for _ in range(6):
         X, G, th = _random_case(rng, "noisy")
-        _assert_same(register(X, G, th, chunk=7), _register_reference(X, G, th))
+        _assert_same(register(X, G, th, chunk=7), register_reference(X, G, th))
 
 
 
@@ -149,7 +153,7 @@ def test_fast_register_equals_reference_with_missing_true_centres():
         X, G, th = _random_case(rng, "noisy")
         G[rng.random(len(G)) < 0.2] = np.nan
         for chunk in (5, 4096):
-            _assert_same(register(X, G, th, chunk=chunk), _register_reference(X, G, th))
+            _assert_same(register(X, G, th, chunk=chunk), register_reference(X, G, th))
 
 
 def test_fast_register_equals_reference_far_from_origin_with_ties():
@@ -160,7 +164,7 @@ def test_fast_register_equals_reference_far_from_origin_with_ties():
         X, G, th = _random_case(rng, "grid")
         X, G = X + 1e8, G + 1e8
         for chunk in (5, 4096):
-            _assert_same(register(X, G, th, chunk=chunk), _register_reference(X, G, th))
+            _assert_same(register(X, G, th, chunk=chunk), register_reference(X, G, th))
 
 
 @pytest.mark.parametrize("offset", [0.0, 1e8])
@@ -168,19 +172,19 @@ def test_screen_levels_and_counts_equal_exact_kernel(monkeypatch, offset):
     """Screened levels/counts == the exact kernel's, also where per-row tolerances are too large
     to share one comparison bound (far from the origin)."""
     paths = []
-    bands = metric._Screen._bands
-    monkeypatch.setattr(metric._Screen, "_bands", staticmethod(lambda E, th2, tol: paths.append(np.ndim(tol)) or bands(E, th2, tol)))
+    bands = Screen._bands
+    monkeypatch.setattr(Screen, "_bands", staticmethod(lambda E, th2, tol: paths.append(np.ndim(tol)) or bands(E, th2, tol)))
     rng = np.random.default_rng(23)
     th = [0.2, 0.05, 1.0, 0.5, 0.1]  # unsorted on purpose
     G = rng.normal(size=(120, 3)) * 3 + offset
     X = _similar(G - offset + rng.normal(size=G.shape) * 0.05, rng) + offset
-    screen = metric._Screen(X, G, np.square(th))
+    screen = Screen(X, G, np.square(th))
     tri = rng.integers(0, 120, (3000, 3))
-    A, t = metric._horn(X[tri], G[tri])                         # triplet models
-    A[:1000], t[:1000] = metric._fit(rng.random((1000, 120)) < 0.7, X, G)  # refined ones
+    A, t = horn(X[tri], G[tri])                         # triplet models
+    A[:1000], t[:1000] = fit(rng.random((1000, 120)) < 0.7, X, G)  # refined ones
     rank = np.argsort(np.argsort(th))
     L, counts, _ = screen.levels(A, t, rank)
-    e = metric._sq_err(A, t, X, G)
+    e = sq_err(A, t, X, G)
     with np.errstate(invalid="ignore"):
         np.testing.assert_array_equal(L, (e[..., None] >= np.sort(np.square(th))).sum(-1) + np.isnan(e) * len(th))
         np.testing.assert_array_equal(counts, (e[..., None] < np.square(th)).sum(1))
@@ -192,11 +196,11 @@ def test_error_sum_lower_bound_holds_and_is_tight():
     for offset, noise in [(0.0, 0.01), (1e4, 0.01), (0.0, 0.0), (50.0, 3.0)]:
         G = rng.normal(size=(80, 3)) * 10 + offset
         X = _similar(G + rng.normal(size=G.shape) * noise, rng)
-        screen = metric._Screen(X, G, np.square(TH))
-        A, t = metric._horn(X[rng.integers(0, 80, (500, 3))], G[rng.integers(0, 80, (500, 3))])
-        A[:250], t[:250] = metric._fit(rng.random((250, 80)) < 0.7, X, G)  # good models too
+        screen = Screen(X, G, np.square(TH))
+        A, t = horn(X[rng.integers(0, 80, (500, 3))], G[rng.integers(0, 80, (500, 3))])
+        A[:250], t[:250] = fit(rng.random((250, 80)) < 0.7, X, G)  # good models too
         _, _, lb = screen.levels(A, t, np.arange(len(TH)))
-        exact = metric._sq_err(A, t, X, G).sum(-1)
+        exact = sq_err(A, t, X, G).sum(-1)
         ok = np.isfinite(exact)
         assert (lb[ok] <= exact[ok]).all()
         assert np.isneginf(lb[~ok]).all()
@@ -210,7 +214,7 @@ def test_tiny_scenes():
     for n in range(0, 7):
         G = rng.normal(size=(n, 3))
         X = _similar(G, rng)
-        ref = _register_reference(X, G, TH)
+        ref = register_reference(X, G, TH)
         reg = register(X, G, TH)
         _assert_same(reg, ref)
         assert reg.n_inliers.tolist() == ([n] * 5 if n >= 3 else [0] * 5)
@@ -222,7 +226,7 @@ def _rows(table):
 
 
 def _scored_with(monkeypatch, fn, labels, sub, ths, conf):
-    monkeypatch.setattr(metric, "register", fn)
+    monkeypatch.setattr(score_mod, "register", fn)
     res = score_submission(labels, sub, ths, conf)
     monkeypatch.undo()
     return res
@@ -248,7 +252,7 @@ def test_score_fast_equals_reference_on_submissions(monkeypatch, conf):
             centers[r.image] = np.full(3, np.nan) if rng.random() < 0.15 else c
         sub = _cluster(labels, assign, centers)
         ths = _ths("ds", [s for s in scenes if s != OUTLIER_SCENE])
-        ref = _scored_with(monkeypatch, lambda p, g, th, i, s, chunk: _register_reference(p, g, th, i, s),
+        ref = _scored_with(monkeypatch, lambda p, g, th, i, s, chunk: register_reference(p, g, th, i, s),
                            labels, sub, ths, cf)
         fast = score_submission(labels, sub, ths, cf)
         assert fast.score == ref.score

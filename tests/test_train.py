@@ -75,7 +75,6 @@ def test_user_errors_are_one_clear_line(tmp_path, override, message):
 
 
 def test_wandb_logs_offline_by_default_and_can_be_switched_off(tmp_path):
-    pytest.importorskip("wandb")
     quick = ["trainer.max_steps=1", "data.steps_per_epoch=1", "trainer.num_sanity_val_steps=0", "wandb.name=unit"]
     base = [a for a in common(tmp_path / "w") if not a.startswith("logger=")]
     r = train(*base, *quick, wandb_mode=None, timeout=240)  # the config's default logger: wandb, offline

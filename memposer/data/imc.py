@@ -108,7 +108,6 @@ def write_poses(records: Iterable[PoseRecord], path: Path | str) -> Path:
 
 
 write_submission = write_poses
-write_labels = write_poses
 
 
 def is_image_file(path: Path) -> bool:
@@ -133,13 +132,6 @@ def scan_dataset_folder(root: Path | str) -> Dict[str, List[str]]:
         if not names:
             log.warning("dataset %s has no images", ds.name)
         out[ds.name] = names
-    return out
-
-
-def group_by_dataset(records: Iterable[PoseRecord]) -> Dict[str, List[PoseRecord]]:
-    out: Dict[str, List[PoseRecord]] = {}
-    for r in records:
-        out.setdefault(r.dataset, []).append(r)
     return out
 
 

@@ -95,7 +95,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     r.add_argument("--poses", choices=["colmap", "memposer", "seeded"])
     r.add_argument("--num-threads", type=int)
     r.add_argument("--budget", type=float, help="seconds per dataset")
-    r.add_argument("--pipeline", help="pipeline command (default: python -m memposer.pipeline.run)")
+    r.add_argument("--pipeline", help="pipeline command (default: python -m memposer.pipeline.cli)")
     r.add_argument("--work", help="scratch folder (default: a temporary one)")
     r.set_defaults(func=_run)
 

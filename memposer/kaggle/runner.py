@@ -2,7 +2,7 @@
 
 The datasets come from scanning the competition's ``test/`` folder (``sample_submission.csv`` is
 never read: the hidden run has other datasets). Each dataset runs the pipeline CLI
-(``python -m memposer.pipeline.run``) in its own process under a time budget, so a crash, an
+(``python -m memposer.pipeline.cli``) in its own process under a time budget, so a crash, an
 out-of-memory kill or a blown budget loses that dataset only: its images are written as ``nan``
 outliers. The submission is rewritten complete after every dataset, so a notebook killed
 half-way still leaves a valid ``submission.csv``.
@@ -26,7 +26,7 @@ from memposer.data.imc import (PoseRecord, complete_submission, nan_records, rea
 log = logging.getLogger(__name__)
 
 default_conf = {
-    "pipeline": None,                # argv prefix of the pipeline CLI; None: python -m memposer.pipeline.run
+    "pipeline": None,                # argv prefix of the pipeline CLI; None: python -m memposer.pipeline.cli
     "budget_per_dataset_s": 1800.0,  # a dataset still running after this is killed (its rows: nan)
     "total_budget_s": 8.5 * 3600,    # Kaggle stops a run at 9 h; keep a margin for start-up and writing
     "min_left_s": 30.0,              # a dataset is not started with less than this left of the total
@@ -88,7 +88,7 @@ def resolve_inputs(bundle_dir: Optional[str] = None, checkpoint: Optional[str] =
 
 def pipeline_command(data: Path, out_csv: Path, work: Path, inputs: RunInputs, conf: dict) -> List[str]:
     """The pipeline CLI call for one data folder."""
-    cmd = list(conf["pipeline"] or [sys.executable, "-m", "memposer.pipeline.run"])
+    cmd = list(conf["pipeline"] or [sys.executable, "-m", "memposer.pipeline.cli"])
     cmd += ["--data", str(data), "--out", str(out_csv), "--work", str(work)]
     for flag, value in (("--config", inputs.config), ("--checkpoint", inputs.checkpoint),
                         ("--dinov2", inputs.dinov2), ("--poses", conf["poses"]), ("--num-threads", conf["num_threads"])):

@@ -1,4 +1,4 @@
-"""``python infer.py --data DIR --out submission.csv`` (also ``python -m memposer.pipeline.run``).
+"""``python infer.py --data DIR --out submission.csv`` (also ``python -m memposer.pipeline.cli``).
 
 Settings come from a preset (``--config default|cpu|...`` or a YAML path), then the flags below,
 then ``section.key=value`` overrides, e.g. ``pairs.k=15 clustering.method=louvain``.

@@ -80,6 +80,3 @@ def cluster_images(names: Sequence[str], verified: Dict[Tuple[str, str], int],
     clusters = sorted((sorted(c) for c in groups if len(c) >= conf["min_size"]), key=lambda c: (-len(c), c[0]))
     kept = {n for c in clusters for n in c}
     return clusters, [n for n in names if n not in kept]
-
-
-main = cluster_images

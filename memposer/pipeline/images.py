@@ -1,5 +1,7 @@
 """Stage 1: read images robustly (EXIF orientation, grey/RGBA/16-bit/palette), resize by config.
 
+The one image loader of the pipeline: :func:`decode_image` (decode + orient, once per image per
+run) and :func:`prepare_image` (resize + convert, per consumer); :func:`load_image` does both.
 Unreadable or truncated files return ``None`` with a logged warning; they never raise.
 Coordinates: keypoints are expressed in the *oriented, full-resolution* image (what COLMAP calibrates);
 ``LoadedImage.scale`` maps resized pixels back to it.
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageOps
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +76,21 @@ def _exif_focal(img: Image.Image, width: int, height: int) -> Optional[float]:
     return None
 
 
-def load_image(path: Path | str, conf: Optional[dict] = None) -> Optional[LoadedImage]:
-    """Load one image; ``None`` (with a warning) when the file cannot be decoded."""
-    conf = {**default_conf, **(conf or {})}
+@dataclass
+class DecodedImage:
+    """A decoded, EXIF-oriented image before resizing: what every consumer of one file shares."""
+
+    path: Path
+    image: Image.Image  # oriented; high-depth data already normalised to mode ``F``
+    focal: Optional[float] = None  # focal length prior in original pixels (from EXIF), if any
+
+
+def _warn_unreadable(path: Path, e: Exception) -> None:
+    log.warning("cannot read image %s (%s: %s); it will be written as an outlier", path, type(e).__name__, e)
+
+
+def decode_image(path: Path | str) -> Optional[DecodedImage]:
+    """Decode and orient one file; ``None`` (with a warning) when it cannot be decoded."""
     path = Path(path)
     try:
         with warnings.catch_warnings():
@@ -88,6 +102,18 @@ def load_image(path: Path | str, conf: Optional[dict] = None) -> Optional[Loaded
                 focal = _exif_focal(raw, w, h)
         if img.mode in _HIGH_DEPTH:
             img = _normalise_high_depth(img)
+    except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError...) on bad files
+        _warn_unreadable(path, e)
+        return None
+    return DecodedImage(path, img, focal)
+
+
+def prepare_image(dec: DecodedImage, conf: Optional[dict] = None) -> Optional[LoadedImage]:
+    """Resize and convert a decoded image by ``conf``; ``None`` (with a warning) when it is unusable."""
+    conf = {**default_conf, **(conf or {})}
+    img, path = dec.image, dec.path
+    w, h = img.size
+    try:
         scale = 1.0
         resize_max = conf["resize_max"]
         if resize_max and max(w, h) > resize_max:
@@ -97,12 +123,18 @@ def load_image(path: Path | str, conf: Optional[dict] = None) -> Optional[Loaded
             scale = new[0] / w  # the realised scale
         arr = _to_float(img, conf["grayscale"])
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError...) on bad files
-        log.warning("cannot read image %s (%s: %s); it will be written as an outlier", path, type(e).__name__, e)
+        _warn_unreadable(path, e)
         return None
     if arr.ndim < 2 or min(arr.shape[:2]) < 8:
         log.warning("image %s is too small (%s); skipped", path, arr.shape)
         return None
-    return LoadedImage(path.name, arr, (w, h), scale, focal)
+    return LoadedImage(path.name, arr, (w, h), scale, dec.focal)
+
+
+def load_image(path: Path | str, conf: Optional[dict] = None) -> Optional[LoadedImage]:
+    """Load one image (decode, orient, resize by ``conf``); ``None`` (with a warning) when unusable."""
+    dec = decode_image(path)
+    return None if dec is None else prepare_image(dec, conf)
 
 
 def to_tensor(img: LoadedImage):
@@ -113,7 +145,3 @@ def to_tensor(img: LoadedImage):
     t = torch.from_numpy(np.ascontiguousarray(arr))
     t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
     return t[None]
-
-
-def main(path: Path | str, conf: Optional[dict] = None) -> Optional[LoadedImage]:
-    return load_image(path, conf)

@@ -107,6 +107,3 @@ def read_matches(f: h5py.File, name0: str, name1: str) -> np.ndarray:
     if pair_key(name1, name0) in f:
         return f[pair_key(name1, name0)][()][:, ::-1]
     return np.zeros((0, 2), np.int32)
-
-
-main = match_pairs

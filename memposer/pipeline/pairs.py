@@ -57,6 +57,3 @@ def shortlist_pairs(desc: np.ndarray, conf: Optional[dict] = None) -> List[Pair]
 def sequence_pairs(n: int, window: int) -> List[Pair]:
     """Consecutive frames of a sequence (names sorted = time order): ``(i, i+1) ... (i, i+window)``."""
     return [(i, j) for i in range(n) for j in range(i + 1, min(n, i + window + 1))]
-
-
-main = shortlist_pairs

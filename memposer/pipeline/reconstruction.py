@@ -229,6 +229,3 @@ def _guarded(i: int, names: Sequence[str], database_path, image_dir, out_dir, co
         log.error("cluster %d (%d images): reconstruction failed (%s: %s); its images become outliers",
                   i, len(names), type(e).__name__, e)
         return None
-
-
-main = reconstruct_cluster

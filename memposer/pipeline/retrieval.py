@@ -9,8 +9,9 @@ which needs no download and works on a fresh machine.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -76,22 +77,60 @@ def vlad_descriptors(names: List[str], feature_path: Path, conf: dict) -> np.nda
     return np.stack(out).astype(np.float32)
 
 
-@torch.no_grad()
-def dinov2_descriptors(image_dir: Path, names: List[str], conf: dict, progress: bool = True) -> np.ndarray:
-    from memposer.models.backbone import build_backbone  # noqa: PLC0415 (timm import is slow)
+class DinoDescriptors:
+    """DINOv2 descriptors by image name, computed from decoded images as they come.
 
-    device = pick_device(conf["device"])
-    model = build_backbone(conf["backbone"], conf["weights"]).eval().to(device)
-    side = int(conf["resize"]) // 14 * 14
-    out = []
-    for name in tqdm(names, desc="global descriptors", disable=not progress, leave=False):
-        img = images_mod.load_image(image_dir / name, {"resize_max": None})
-        x = images_mod.to_tensor(img).to(device)
-        x = torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
-        tok = model(x)
+    The features stage hands every image it decodes to :meth:`add` (``extract_features(...,
+    on_decoded=...)``), so an image is decoded once per run for both stages; :meth:`describe`
+    decodes only the images it was not given (e.g. features cached by an earlier run).
+    """
+
+    def __init__(self, conf: dict, progress: bool = True):
+        self.conf, self.progress = conf, progress
+        self.side = int(conf["resize"]) // 14 * 14
+        self.model: Optional[torch.nn.Module] = None
+        self.device = pick_device(conf["device"])
+        self.desc: Dict[str, np.ndarray] = {}
+        self.seconds = 0.0  # spent describing, wherever called from (the run's timing table)
+
+    def add(self, dec: images_mod.DecodedImage) -> None:
+        """Describe one decoded image (full resolution, resampled to the network's side)."""
+        t0 = time.perf_counter()
+        self._add(dec)
+        self.seconds += time.perf_counter() - t0
+
+    @torch.no_grad()
+    def _add(self, dec: images_mod.DecodedImage) -> None:
+        img = images_mod.prepare_image(dec, {"resize_max": None})
+        if img is None:
+            return
+        if self.model is None:
+            from memposer.models.backbone import build_backbone  # noqa: PLC0415 (timm import is slow)
+            self.model = build_backbone(self.conf["backbone"], self.conf["weights"]).eval().to(self.device)
+        x = images_mod.to_tensor(img).to(self.device)
+        x = torch.nn.functional.interpolate(x, size=(self.side, self.side), mode="bilinear", antialias=True,
+                                            align_corners=False)
+        tok = self.model(x)
         gem = tok["patch"].clamp(min=1e-6).pow(3).mean(1).pow(1 / 3)
-        out.append(torch.cat([_t_l2(tok["cls"]), _t_l2(gem)], -1)[0].float().cpu().numpy())
-    return _l2(np.stack(out)).astype(np.float32)
+        self.desc[img.name] = torch.cat([_t_l2(tok["cls"]), _t_l2(gem)], -1)[0].float().cpu().numpy()
+
+    def describe(self, image_dir: Path, names: List[str]) -> np.ndarray:
+        """(N, D) unit descriptors of ``names``, decoding the images :meth:`add` was not given."""
+        todo = [n for n in names if n not in self.desc]
+        for name in tqdm(todo, desc="global descriptors", disable=not self.progress or not todo, leave=False):
+            dec = images_mod.decode_image(image_dir / name)
+            if dec is not None:
+                self.add(dec)
+        missing = [n for n in names if n not in self.desc]
+        if missing:
+            raise ValueError(f"retrieval: {len(missing)} image(s) could not be read again, e.g. {missing[0]}")
+        return _l2(np.stack([self.desc[n] for n in names])).astype(np.float32)
+
+
+def pixel_descriptors(conf: Optional[dict] = None, progress: bool = True) -> Optional[DinoDescriptors]:
+    """The describer that needs the images' pixels (DINOv2 with weights), or None (VLAD needs none)."""
+    conf = {**default_conf, **(conf or {})}
+    return DinoDescriptors(conf, progress) if conf["method"] == "dinov2" and conf["weights"] else None
 
 
 def _t_l2(x: torch.Tensor) -> torch.Tensor:
@@ -99,8 +138,10 @@ def _t_l2(x: torch.Tensor) -> torch.Tensor:
 
 
 def global_descriptors(image_dir: Path | str, names: List[str], feature_path: Path | str,
-                       conf: Optional[dict] = None, progress: bool = True) -> np.ndarray:
-    """(N, D) unit descriptors of ``names`` (all must have features in ``feature_path``)."""
+                       conf: Optional[dict] = None, progress: bool = True,
+                       describer: Optional[DinoDescriptors] = None) -> np.ndarray:
+    """(N, D) unit descriptors of ``names`` (all must have features in ``feature_path``);
+    ``describer``: the :func:`pixel_descriptors` the features stage already fed, if any."""
     conf = {**default_conf, **(conf or {})}
     if not names:
         return np.zeros((0, 1), np.float32)
@@ -109,7 +150,7 @@ def global_descriptors(image_dir: Path | str, names: List[str], feature_path: Pa
         _warn_no_weights()
         method = "vlad"
     if method == "dinov2":
-        return dinov2_descriptors(Path(image_dir), names, conf, progress)
+        return (describer or DinoDescriptors(conf, progress)).describe(Path(image_dir), names)
     if method == "vlad":
         return vlad_descriptors(names, Path(feature_path), conf)
     raise ValueError(f"unknown retrieval method {method!r} (dinov2|vlad)")
@@ -124,6 +165,3 @@ def _warn_no_weights() -> None:
         log.warning("retrieval: no DINOv2 weights given (--dinov2 PATH or retrieval.weights); "
                     "using VLAD over local features instead")
         _warned = True
-
-
-main = global_descriptors

@@ -69,6 +69,11 @@ class _Clock:
         log.debug("%s: %s took %.1f s", self.dataset, stage, now - self.t)
         self.t = now
 
+    def move(self, seconds: float, src: str, dst: str) -> None:
+        """Count ``seconds`` spent inside stage ``src`` as ``dst``'s."""
+        self.timings[src] -= seconds
+        self.timings[dst] += seconds
+
 
 def run_dataset(dataset: str, image_dir: Path, names: List[str], work: Path, conf: dict,
                 predictor: Optional[Predictor], timings: Dict[str, float], progress: bool = True):
@@ -76,10 +81,15 @@ def run_dataset(dataset: str, image_dir: Path, names: List[str], work: Path, con
     clock = _Clock(timings, dataset)
     tag = _cache_tag(conf)
     feat_path, match_path = work / f"features-{tag}.h5", work / f"matches-{tag}.h5"
-    status = features.extract_features(image_dir, names, feat_path, conf["features"], progress)
+    # DINOv2 retrieval describes each image as the features stage decodes it: one decode per image
+    describer = retrieval.pixel_descriptors(conf["retrieval"], progress)
+    status = features.extract_features(image_dir, names, feat_path, conf["features"], progress,
+                                       describer.add if describer else None)
     ok = [n for n in names if status.get(n)]
     clock.lap("features")
-    desc = retrieval.global_descriptors(image_dir, ok, feat_path, conf["retrieval"], progress)
+    if describer:  # descriptors made while the features stage decoded are retrieval's time
+        clock.move(describer.seconds, "features", "retrieval")
+    desc = retrieval.global_descriptors(image_dir, ok, feat_path, conf["retrieval"], progress, describer)
     clock.lap("retrieval")
     shortlist = [(ok[i], ok[j]) for i, j in pairs.shortlist_pairs(desc, conf["pairs"])]
     clock.lap("pairs")
@@ -170,11 +180,3 @@ def format_timings(timings: Dict[str, float], n_images: int) -> str:
 def summary_counts(records: List[PoseRecord]) -> Dict[str, int]:
     registered = sum(1 for r in records if r.scene != OUTLIER_SCENE and r.R is not None)
     return {"images": len(records), "registered": registered}
-
-
-if __name__ == "__main__":
-    import sys
-
-    from memposer.pipeline.cli import main
-
-    sys.exit(main())

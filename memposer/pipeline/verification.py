@@ -56,6 +56,3 @@ def verify_pairs(names: Sequence[str], pairs: Sequence[Tuple[str, str]], feature
 def verified_graph(verified: Dict[Tuple[str, str], int]) -> List[Tuple[str, str, int]]:
     """The verified pairs as ``[a, b, inliers]`` rows (for reports and JSON)."""
     return [(a, b, n) for (a, b), n in sorted(verified.items())]
-
-
-main = verify_pairs

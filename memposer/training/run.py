@@ -25,16 +25,11 @@ def make_logger(conf: Dict[str, Any]):
     if kind in ("none", "false", "off"):
         return False
     if kind == "wandb":
-        try:
-            import wandb  # noqa: F401, PLC0415
-            from pytorch_lightning.loggers import WandbLogger  # noqa: PLC0415
-            out.mkdir(parents=True, exist_ok=True)
-            w = conf["wandb"]
-            return WandbLogger(project=w.get("project"), name=w.get("name"), save_dir=str(out),
-                               offline=w.get("mode", "offline") == "offline")
-        except ImportError:
-            log.warning("wandb is not installed: logging to CSV under %s instead", out)
-            kind = "csv"
+        from pytorch_lightning.loggers import WandbLogger  # noqa: PLC0415
+        out.mkdir(parents=True, exist_ok=True)
+        w = conf["wandb"]
+        return WandbLogger(project=w.get("project"), name=w.get("name"), save_dir=str(out),
+                           offline=w.get("mode", "offline") == "offline")
     if kind == "csv":
         from pytorch_lightning.loggers import CSVLogger  # noqa: PLC0415
         return CSVLogger(str(out), name="csv")

@@ -1,4 +1,4 @@
-"""Stand-in for ``python -m memposer.pipeline.run`` in the runner tests: behaves by dataset name.
+"""Stand-in for ``python -m memposer.pipeline.cli`` in the runner tests: behaves by dataset name.
 
 ``good*``: poses every image; ``crash*``: exits 3; ``hang*``: sleeps (its pid goes to WORK/hang.pid);
 ``garbage*``: writes a malformed CSV; ``silent*``: exits 0 without writing. The argv is saved to WORK/argv.txt.

@@ -60,7 +60,7 @@ def test_notebook_runs_offline_from_the_bundle(bundle, tmp_path):
 
     assert r.submission == tmp_path / "work" / "kaggle" / "working" / "submission.csv"
     assert "Successfully installed" in text and "memposer-" in text
-    assert str(venv.root / "bin" / "python") + " -m memposer.pipeline.run" in text  # the venv's memposer ran
+    assert str(venv.root / "bin" / "python") + " -m memposer.pipeline.cli" in text  # the venv's memposer ran
     assert f"--config {tmp_path / 'work' / 'kaggle' / 'input' / 'memposer-bundle' / 'configs' / 'infer' / 'cpu.yaml'}" \
         in text
     rows = read_submission(r.submission)

@@ -8,7 +8,7 @@ keypoints at any viewing distance.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Sequence
+from typing import Dict, List, Sequence
 
 import functools
 
