@@ -134,6 +134,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (FileNotFoundError, ValueError, KeyError) as e:  # UsageError is a ValueError
         log.error("%s", e.args[0] if isinstance(e, KeyError) and e.args else e)
         return 2
+    except OSError as e:  # e.g. the disk holding --out filled up during the run
+        log.error("the run stopped: %s", e)
+        print(f"error: the run stopped ({e}); {args.out} may be incomplete")
+        return 1
     counts = summary_counts(res.records)
     print(f"\nwrote {args.out}: {counts['images']} images, {counts['registered']} registered, "
           f"{len(res.failed)} failed datasets, {time.perf_counter() - t0:.1f} s")

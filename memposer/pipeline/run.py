@@ -163,8 +163,10 @@ def _run_locked(data_dir: Path, out_csv: Path, conf: dict, work_dir: Path, predi
         write_submission(complete_submission(result.records, done), out_csv)
     result.records = complete_submission(result.records, expected)
     write_submission(result.records, out_csv)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    (work_dir / "views.json").write_text(json.dumps(result.views, indent=1))
+    try:  # for reports only: a full disk here must not fail a run whose submission is written
+        (work_dir / "views.json").write_text(json.dumps(result.views, indent=1))
+    except OSError as e:
+        log.warning("could not write %s (%s); reports will lack the match graph", work_dir / "views.json", e)
     return result
 
 
