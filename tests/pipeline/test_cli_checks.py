@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from memposer.data.imc import read_poses
 from memposer.pipeline import checks, cli
 from memposer.pipeline import run as run_mod
 from memposer.pipeline.workdir import work_lock
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -140,3 +145,45 @@ def test_checkpoint_does_not_override_an_explicit_poses(split, caplog):
     assert "--checkpoint c.safetensors is not used: poses colmap (reconstruction.poses=colmap)" in caplog.text
     args, overrides = cli.build_parser().parse_known_args(["--data", str(split), "--checkpoint", "c.safetensors"])
     assert cli.apply_flags(cli.load_infer_config("cpu", []), args, [])["reconstruction"]["poses"] == "seeded"
+
+
+def _fake_dataset(fail: set, posed: bool):
+    """run_dataset stand-in: raises for the datasets in ``fail``, else poses (or not) every image."""
+    from memposer.data.imc import PoseRecord
+
+    def run_dataset(ds, image_dir, names, work, conf, predictor, timings, progress):
+        if ds in fail:
+            raise RuntimeError(f"boom in {ds}")
+        pose = (np.eye(3), np.zeros(3)) if posed else (None, None)
+        return [PoseRecord(ds, "cluster0" if posed else "outliers", n, *pose) for n in names], {}, {}
+    return run_dataset
+
+
+@pytest.mark.parametrize("fail,posed,code,last", [
+    ({"ds"}, True, 0, "wrote"),
+    ({"ds", "ds2"}, True, 1, "error: every dataset failed (ds, ds2); {out} holds only nan poses"),
+    (set(), False, 1, "error: no image got a pose; {out} holds 4 rows, all nan (run with -v to see why)"),
+])
+def test_failures_are_listed_and_no_pose_is_an_error(split, tmp_path, monkeypatch, capsys, fail, posed, code, last):
+    shutil.copytree(split / "ds", split / "ds2")
+    monkeypatch.setattr(cli, "setup_logging", lambda verbose: None)
+    monkeypatch.setattr(run_mod, "run_dataset", _fake_dataset(fail, posed))
+    out = tmp_path / "s.csv"
+    assert cli.main(["--data", str(split), "--out", str(out), "--quiet"]) == code
+    lines = capsys.readouterr().out.strip().splitlines()
+    for ds in sorted(fail):
+        assert f"failed dataset {ds}: RuntimeError: boom in {ds}; its images are nan in {out}" in lines
+    if code:
+        assert lines[-1] == last.format(out=out)
+    assert len(read_poses(out)) == 4  # every image has its row whatever failed
+
+
+@pytest.mark.slow
+def test_a_run_without_any_pose_exits_1_as_a_user_sees_it(split, tmp_path):
+    """The competition root as --data (its test/ runs), two flat images: nothing can be posed."""
+    res = subprocess.run([sys.executable, str(ROOT / "infer.py"), "--data", str(split.parent), "--out",
+                          str(tmp_path / "s.csv"), "--config", "cpu", "--quiet"], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "is the competition root: running its test/ folder" in res.stderr
+    assert res.stdout.strip().splitlines()[-1].startswith("error: no image got a pose")
+    assert len(read_poses(tmp_path / "s.csv")) == 2 and "Traceback" not in res.stderr
