@@ -28,7 +28,7 @@ from memposer.pipeline import (clustering, features, matching, pairs, reconstruc
                                verification)
 from memposer.pipeline.reconstruction import Predictor
 from memposer.config import check_keys, deep_merge
-from memposer.pipeline.workdir import work_lock
+from memposer.pipeline.workdir import check_free_space, work_lock
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +145,13 @@ def _run_locked(data_dir: Path, out_csv: Path, conf: dict, work_dir: Path, predi
     timings: Dict[str, float] = defaultdict(float)
     result = RunResult([], timings)
     done: Dict[str, List[str]] = {}
+    # Complete from the start (every image nan): even a crash that Python cannot catch leaves every row.
+    write_submission(complete_submission([], expected), out_csv)
     for ds, names in tqdm(expected.items(), desc="datasets", disable=not progress):
         if not names:
             continue
         try:
+            check_free_space(work_dir / ds, len(names), int(conf["features"]["max_num_keypoints"]))
             recs, views, paths = run_dataset(ds, data_dir / ds, names, work_dir / ds, conf, predictor, timings, progress)
             result.views[ds], result.paths[ds] = views, paths
         except Exception as e:  # one bad dataset must not cost the others their rows
