@@ -103,12 +103,14 @@ def run_mapper(database_path: Path | str, image_dir: Path | str, output_dir: Pat
     if mapper == "global":
         if not hasattr(pycolmap, "global_mapping"):
             raise RuntimeError("this pycolmap has no global mapper; use mapper: incremental")
+        check_global_options(conf)
         opts = pycolmap.GlobalPipelineOptions()
         opts.image_names = list(image_names)
         opts.num_threads = int(conf.get("num_threads", -1))
         opts.random_seed = int(conf.get("seed", 0))
         opts.min_num_matches = int(conf.get("min_num_matches", 15))
         opts.min_model_size = int(conf.get("min_model_size", 3))
+        opts.multiple_models = int(conf.get("max_num_models", 50)) > 1
         recs = pycolmap.global_mapping(str(database_path), str(image_dir), str(output_dir), opts)
     elif mapper == "incremental":
         opts = pycolmap.IncrementalPipelineOptions()
@@ -130,7 +132,19 @@ def run_mapper(database_path: Path | str, image_dir: Path | str, output_dir: Pat
         recs = pycolmap.incremental_mapping(str(database_path), str(image_dir), str(output_dir), opts)
     else:
         raise ValueError(f"unknown mapper {mapper!r} (incremental|global)")
-    return sorted((r for r in recs.values() if r.num_reg_images() > 0), key=lambda r: -r.num_reg_images())
+    models = sorted((r for r in recs.values() if r.num_reg_images() > 0), key=lambda r: -r.num_reg_images())
+    return models[:max(1, int(conf.get("max_num_models", 50)))]
+
+
+INCREMENTAL_ONLY = {"max_runtime_seconds": 0, "structure_less_fallback": False}
+
+
+def check_global_options(conf: dict) -> None:
+    """The global mapper has no time limit and no structure-less fallback: asking for them is an error."""
+    asked = [k for k, off in INCREMENTAL_ONLY.items() if conf.get(k, off) != off]
+    if asked:
+        raise ValueError(f"reconstruction.{asked[0]} works with the incremental mapper only; "
+                         f"remove it or set reconstruction.mapper=incremental")
 
 
 def read_model_poses(path: Path | str) -> Dict[str, Pose]:
@@ -139,11 +153,19 @@ def read_model_poses(path: Path | str) -> Dict[str, Pose]:
 
 
 def quiet(level: int = 2) -> None:
-    """Silence glog INFO output (COLMAP is chatty); 2 = errors only."""
+    """Silence glog INFO output (COLMAP is chatty); 2 = errors only, 0 = everything."""
     try:
         pycolmap.logging.minloglevel = level
     except Exception:  # older/newer bindings may not expose it
         pass
+
+
+def log_level() -> int:
+    """COLMAP's current glog level (what :func:`quiet` set), for worker processes to copy."""
+    try:
+        return int(pycolmap.logging.minloglevel)
+    except Exception:  # older/newer bindings may not expose it
+        return 2
 
 
 __all__: Iterable[str] = ["Database", "run_mapper", "poses_of", "read_model_poses", "two_view_options", "make_camera", "set_seed", "quiet"]

@@ -3,6 +3,7 @@ else the copy installed with the wheel), ``base:`` inheritance, ``key.sub=value`
 from __future__ import annotations
 
 import copy
+import difflib
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
@@ -77,14 +78,48 @@ def parse_overrides(args: Sequence[str]) -> List[Tuple[str, Any]]:
     return out
 
 
+def unknown_key_message(path: str, known: Dict[str, Any]) -> str:
+    """``unknown config key pairs.kk (did you mean pairs.k?); valid keys of pairs: ...``."""
+    *parent, last = path.split(".")
+    where = ".".join(parent)
+    near = difflib.get_close_matches(last, list(known), n=1)
+    hint = f" (did you mean {'.'.join([*parent, near[0]])}?)" if near else ""
+    return (f"unknown config key {path}{hint}; valid keys{' of ' + where if where else ''}: "
+            f"{', '.join(sorted(known))}")
+
+
+def _free_form(default: Any) -> bool:
+    """An empty dict in the defaults is a section whose keys its own code checks (e.g. Trainer kwargs)."""
+    return isinstance(default, dict) and not default
+
+
+def check_keys(conf: Dict[str, Any], known: Dict[str, Any], where: str = "") -> None:
+    """Raise ``KeyError`` on the first key of ``conf`` (at any depth) that ``known`` does not have."""
+    for k, v in conf.items():
+        path = f"{where}{k}"
+        if k not in known:
+            raise KeyError(unknown_key_message(path, known))
+        if isinstance(v, dict) and isinstance(known[k], dict) and not _free_form(known[k]):
+            check_keys(v, known[k], path + ".")
+
+
 def set_override(conf: Dict[str, Any], key: str, value: Any, known: Dict[str, Any]) -> None:
-    """Set ``a.b.c = value`` in ``conf``; the first part must be a section of ``known``."""
+    """Set ``a.b.c = value`` in ``conf``; every part must be a key of ``known`` at its level."""
     parts = key.split(".")
-    if parts[0] not in known:
-        raise KeyError(f"unknown config section {parts[0]!r}; known: {sorted(known)}")
-    d = conf
-    for p in parts[:-1]:
+    d, k = conf, known
+    for i, p in enumerate(parts):
+        path = ".".join(parts[:i + 1])
+        if k is not None:
+            if p not in k:
+                raise KeyError(unknown_key_message(path, k))
+            k = None if _free_form(k[p]) else k[p]
+            if i < len(parts) - 1 and k is not None and not isinstance(k, dict):
+                raise KeyError(f"config key {path} is a value, not a section: set it as {path}=VALUE")
+        if i == len(parts) - 1:
+            break
         if not isinstance(d.get(p), dict):
             d[p] = {}
         d = d[p]
+    if isinstance(k, dict) and k and isinstance(value, dict):
+        check_keys(value, k, key + ".")
     d[parts[-1]] = value

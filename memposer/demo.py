@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-log = logging.getLogger("memposer.demo")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -22,16 +21,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--config", default="cpu", help="pipeline preset (configs/infer/)")
     p.add_argument("--split", default="test", choices=("train", "test"))
     args, rest = p.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    verbose = "-v" in rest or "--verbose" in rest
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data = args.out / "data"
     if not (data / f"{args.split}_labels.csv").is_file():
         from memposer.data.synthetic import __main__ as synth  # noqa: PLC0415
-        log.info("generating the synthetic '%s' competition in %s", args.preset, data)
+        print(f"generating the synthetic '{args.preset}' competition in {data}")
         code = synth.main(["--out", str(data), "--preset", args.preset, "--seed", str(args.seed), "--quiet"])
         if code:
             return code
     else:
-        log.info("reusing the synthetic competition in %s", data)
+        print(f"reusing the synthetic competition in {data}")
     from memposer.pipeline.cli import main as infer  # noqa: PLC0415
     return infer(["--data", str(data / args.split), "--out", str(args.out / "submission.csv"), "--config", args.config,
                   "--work", str(args.out / "work"), "--num-threads", "1", *rest])

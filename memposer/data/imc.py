@@ -15,7 +15,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".gif")
 SUBMISSION_COLUMNS = ("image_id", "dataset", "scene", "image", "rotation_matrix", "translation_vector")
 OUTLIER_SCENE = "outliers"
 
@@ -111,7 +111,9 @@ write_submission = write_poses
 
 
 def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    """An image by its extension; a broken symlink counts too, so that it gets its (nan) row."""
+    return ((path.is_file() or path.is_symlink()) and path.suffix.lower() in IMAGE_EXTENSIONS
+            and not path.name.startswith("."))
 
 
 def scan_dataset_folder(root: Path | str) -> Dict[str, List[str]]:

@@ -13,14 +13,19 @@ import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from memposer.config import deep_merge, find_preset, parse_overrides, read_yaml, set_override
+from memposer.config import check_keys, deep_merge, find_preset, parse_overrides, read_yaml, set_override
+from memposer.pipeline import checks
+from memposer.pipeline.checks import UsageError
 
 log = logging.getLogger("memposer.infer")
 
 
 def load_infer_config(name: str, overrides: List[str]) -> dict:
+    """Defaults <- preset (every key checked) <- ``section.key=value`` overrides (every key checked)."""
     from memposer.pipeline.run import default_conf  # noqa: PLC0415
-    conf = deep_merge(default_conf, read_yaml(find_preset("infer", name)))
+    preset = read_yaml(find_preset("infer", name))
+    check_keys(preset, default_conf)
+    conf = deep_merge(default_conf, preset)
     for key, value in parse_overrides(overrides):
         set_override(conf, key, value, default_conf)
     return conf
@@ -52,55 +57,106 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thresholds", type=Path, help="thresholds CSV (default: found beside --data)")
     p.add_argument("--report", type=Path, help="write an HTML report here (needs labels)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every step, COLMAP's output and library warnings")
     return p
 
 
-def apply_flags(conf: dict, a: argparse.Namespace) -> dict:
+def apply_flags(conf: dict, a: argparse.Namespace, overrides: List[str] = ()) -> dict:
+    """Flags over the config. ``poses``: ``--poses``, else ``reconstruction.poses=...``, else seeded
+    when a checkpoint is given and the preset says colmap; a contradiction is an error."""
     if a.dinov2:
         conf["retrieval"]["weights"] = a.dinov2
+    explicit = dict(parse_overrides(overrides)).get("reconstruction.poses")
+    if a.poses and explicit and explicit != a.poses:
+        raise UsageError(f"--poses {a.poses} contradicts reconstruction.poses={explicit}; give one of them")
     if a.poses:
         conf["reconstruction"]["poses"] = a.poses
-    elif a.checkpoint:  # seeded measured better than colmap alone (docs/results.md): the default with a model
+    elif a.checkpoint and not explicit and conf["reconstruction"]["poses"] == "colmap":
+        # seeded measured better than colmap alone (docs/results.md): the default with a model
         conf["reconstruction"]["poses"] = "seeded"
+        log.info("poses: seeded (a --checkpoint was given; --poses colmap to map without it)")
+    if a.checkpoint and conf["reconstruction"]["poses"] == "colmap":
+        log.warning("--checkpoint %s is not used: poses colmap (%s)", a.checkpoint,
+                    "reconstruction.poses=colmap" if explicit else "--poses colmap" if a.poses else "the preset")
     if a.num_threads is not None:
         conf["reconstruction"]["num_threads"] = a.num_threads
-        conf["reconstruction"].setdefault("seeding", {})["num_threads"] = a.num_threads
+        conf["reconstruction"]["seeding"]["num_threads"] = a.num_threads
     if a.device:
         for s in ("features", "retrieval", "matching"):
             conf[s]["device"] = a.device
         conf["device"] = a.device
-    conf["matching"]["features"] = conf["features"]["extractor"]  # LightGlue weights follow the extractor
     return conf
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args, overrides = build_parser().parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    colmap_quiet()
-    try:
-        conf = apply_flags(load_infer_config(args.config, overrides), args)
-        predictor = None
-        if conf["reconstruction"]["poses"] != "colmap":
-            if not args.checkpoint:
-                raise ValueError(f"--poses {conf['reconstruction']['poses']} needs --checkpoint CKPT")
-            from memposer.pipeline.predict import load_predictor  # noqa: PLC0415
+def setup_logging(verbose: bool) -> None:
+    """Quiet by default (warnings, progress bars, the summary); ``-v``: memposer's steps, COLMAP's log
+    and library warnings too."""
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=fmt, force=True)
+    logging.getLogger("memposer").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.captureWarnings(True)  # library warnings go through logging: shown with -v only
+    logging.getLogger("py.warnings").setLevel(logging.WARNING if verbose else logging.ERROR)
+    from memposer.colmap import quiet  # noqa: PLC0415
+    quiet(0 if verbose else 2)
+
+
+def prepare(args: argparse.Namespace, overrides: List[str]):
+    """Everything checked before a dataset starts: ``(data folder, work folder, conf, predictor)``."""
+    conf = apply_flags(load_infer_config(args.config, overrides), args, overrides)
+    checks.check_choices(conf)
+    data = checks.resolve_data_dir(args.data)
+    work = args.work or args.out.parent / "memposer_work"
+    checks.check_output(args.out, work)
+    checks.check_dinov2(conf)
+    checks.check_checkpoint(args.checkpoint, conf["reconstruction"]["poses"])
+    predictor = None
+    if conf["reconstruction"]["poses"] != "colmap":
+        from memposer.pipeline.predict import load_predictor  # noqa: PLC0415
+        try:
             predictor = load_predictor(args.checkpoint, conf["device"])
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise UsageError(f"--checkpoint {args.checkpoint} cannot be loaded ({e}); pass a MemPoser "
+                             f"checkpoint, e.g. checkpoints/memposer-tracks.safetensors") from None
+    return data, work, conf, predictor
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Exit codes: 0 done; 1 the run wrote no pose at all (every dataset failed or none registered);
+    2 a usage mistake, found before any dataset started."""
+    args, overrides = build_parser().parse_known_args(argv)
+    setup_logging(args.verbose)
+    try:
+        data, work, conf, predictor = prepare(args, overrides)
         from memposer.pipeline.run import format_timings, run_pipeline, summary_counts  # noqa: PLC0415
         t0 = time.perf_counter()
-        res = run_pipeline(args.data, args.out, conf, args.work, predictor,
+        res = run_pipeline(data, args.out, conf, work, predictor,
                            args.datasets.split(",") if args.datasets else None, progress=not args.quiet)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        log.error("%s", e)
+    except (FileNotFoundError, ValueError, KeyError) as e:  # UsageError is a ValueError
+        log.error("%s", e.args[0] if isinstance(e, KeyError) and e.args else e)
         return 2
+    except OSError as e:  # e.g. the disk holding --out filled up during the run
+        log.error("the run stopped: %s", e)
+        print(f"error: the run stopped ({e}); {args.out} may be incomplete")
+        return 1
     counts = summary_counts(res.records)
     print(f"\nwrote {args.out}: {counts['images']} images, {counts['registered']} registered, "
           f"{len(res.failed)} failed datasets, {time.perf_counter() - t0:.1f} s")
     print(format_timings(res.timings, counts["images"]))
-    labels = (args.labels, args.thresholds) if args.labels and args.thresholds else find_labels(args.data)
+    for ds in res.failed:
+        print(f"failed dataset {ds}: {res.errors.get(ds, '')}; its images are nan in {args.out}")
+    labels = (args.labels, args.thresholds) if args.labels and args.thresholds else find_labels(data)
     if labels:
         score(labels, args, res)
     elif args.report:
         log.error("--report needs labels (--labels/--thresholds or <split>_labels.csv beside --data)")
+    ran = len(res.views) + len(res.failed)
+    if ran and len(res.failed) == ran:
+        print(f"error: every dataset failed ({', '.join(res.failed)}); {args.out} holds only nan poses")
+        return 1
+    if counts["registered"] == 0:
+        print(f"error: no image got a pose; {args.out} holds {counts['images']} rows, all nan "
+              f"(run with -v to see why)")
+        return 1
     return 0
 
 
@@ -118,11 +174,6 @@ def score(labels: Tuple[Path, Path], args: argparse.Namespace, res) -> None:
         from memposer.report import write_report  # noqa: PLC0415
         index = write_report(gt, ths, sub, args.report, views=res.views, result=result)
         print(f"report: {index}")
-
-
-def colmap_quiet() -> None:
-    from memposer.colmap import quiet  # noqa: PLC0415
-    quiet()
 
 
 if __name__ == "__main__":

@@ -70,6 +70,13 @@ def open_cache(path: Path, mode: str = "a") -> h5py.File:
         return h5py.File(path, mode)
 
 
+def extractor_of(f: h5py.File) -> str:
+    """Which extractor wrote a features file (the matcher needs the LightGlue weights for it)."""
+    if "extractor" not in f.attrs:
+        raise ValueError(f"features file {f.filename} does not say which extractor wrote it; delete it to recompute")
+    return str(f.attrs["extractor"])
+
+
 def completed(f: h5py.File) -> set:
     return {k for k in f.keys() if f[k].attrs.get("done", 0)}
 
@@ -105,6 +112,7 @@ def extract_features(image_dir: Path | str, names: List[str], feature_path: Path
     model = None
     device = pick_device(conf["device"])
     with open_cache(feature_path) as f:
+        f.attrs["extractor"] = conf["extractor"]
         done = completed(f)
         todo = [n for n in names if n not in done]
         for n in names:

@@ -97,6 +97,8 @@ def decode_image(path: Path | str) -> Optional[DecodedImage]:
             warnings.simplefilter("ignore")  # PIL's DecompressionBombWarning etc.
             with Image.open(path) as raw:
                 raw.load()  # raises on truncated files
+                if getattr(raw, "n_frames", 1) > 1:
+                    log.warning("image %s is animated (%d frames); using its first frame", path, raw.n_frames)
                 img = ImageOps.exif_transpose(raw)
                 w, h = img.size
                 focal = _exif_focal(raw, w, h)
@@ -126,7 +128,7 @@ def prepare_image(dec: DecodedImage, conf: Optional[dict] = None) -> Optional[Lo
         _warn_unreadable(path, e)
         return None
     if arr.ndim < 2 or min(arr.shape[:2]) < 8:
-        log.warning("image %s is too small (%s); skipped", path, arr.shape)
+        log.warning("image %s is too small (%s); it will be written as an outlier", path, arr.shape)
         return None
     return LoadedImage(path.name, arr, (w, h), scale, dec.focal)
 

@@ -16,12 +16,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from memposer.pipeline.features import FeatureCache, lightglue_module, open_cache, pick_device
+from memposer.pipeline.features import FeatureCache, extractor_of, lightglue_module, open_cache, pick_device
 
 log = logging.getLogger(__name__)
 
 default_conf = {
-    "features": "aliked",  # which LightGlue weights: aliked | disk | sift
     "depth_confidence": 0.95,
     "width_confidence": 0.99,
     "filter_threshold": 0.1,
@@ -31,11 +30,12 @@ default_conf = {
 }
 
 
-def build_matcher(conf: dict, device: torch.device, batch_size: int = 1) -> torch.nn.Module:
-    """LightGlue for ``conf``; with ``batch_size`` > 1 adaptive depth and width are switched off."""
+def build_matcher(conf: dict, device: torch.device, batch_size: int = 1, features: str = "aliked") -> torch.nn.Module:
+    """LightGlue (weights for ``features``: aliked | disk | sift) for ``conf``; with ``batch_size`` > 1
+    adaptive depth and width are switched off."""
     lg = lightglue_module()
     adaptive = batch_size == 1
-    m = lg.LightGlue(features=conf["features"], depth_confidence=conf["depth_confidence"] if adaptive else -1,
+    m = lg.LightGlue(features=features, depth_confidence=conf["depth_confidence"] if adaptive else -1,
                      width_confidence=conf["width_confidence"] if adaptive else -1,
                      filter_threshold=conf["filter_threshold"],
                      mp=bool(conf["mixed_precision"] and device.type == "cuda"))
@@ -82,11 +82,11 @@ def match_pairs(pairs: Sequence[Tuple[str, str]], feature_path: Path | str, matc
         if not todo:
             return 0
         log.info("matching: %d pairs cached, %d to match", len(pairs) - len(todo), len(todo))
-        model = build_matcher(conf, device, size)
         if size > 1:
             log.info("matching in batches of up to %d pairs: LightGlue's adaptive depth/width off", size)
         bar = tqdm(total=len(todo), desc="matching", disable=not progress, leave=False)
         with FeatureCache(feature_path) as cache:
+            model = build_matcher(conf, device, size, extractor_of(cache.f))
             for batch in _batches(todo, cache, size):
                 data = {"image0": _stack([cache[a] for a, _ in batch], device),
                         "image1": _stack([cache[b] for _, b in batch], device)}

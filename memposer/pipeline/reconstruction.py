@@ -35,24 +35,26 @@ log = logging.getLogger(__name__)
 # -> (R (N,3,3), t (N,3), confidence (N,)); confidence 0 = no pose (e.g. the image has no track).
 Predictor = Callable[[List[str], Path], Tuple[np.ndarray, np.ndarray, np.ndarray]]
 
+SHARED_WITH_SEEDING = ("seed", "min_num_matches")
 default_conf = {
     "poses": "colmap",  # colmap | memposer | seeded
     "mapper": "incremental",  # incremental | global
     "num_threads": -1,  # 1 makes COLMAP's output reproducible
     "seed": 0,
-    "min_num_matches": 15,
-    "min_model_size": 3,
+    "min_num_matches": 15,  # also the seeded path's (seeding reads it from here)
+    "min_model_size": 3,  # smaller models are dropped, whichever path made them
     "max_num_models": 50,
-    "max_runtime_seconds": 0,  # per cluster; 0 = no limit
+    "max_runtime_seconds": 0,  # per cluster, incremental mapper only; 0 = no limit
     # Clusters reconstructed at once, each in its own process; 0 = one per CPU core. With
     # num_threads -1 the cores are shared out between them. Processes are spawned, so a script
     # calling the pipeline needs the usual `if __name__ == "__main__":` guard.
     "workers": 1,
-    "structure_less_fallback": False,  # pycolmap 4's slow structure-less registration
-    "seeding": {},  # memposer.pipeline.seeding.default_conf
+    "structure_less_fallback": False,  # pycolmap 4's slow structure-less registration (incremental only)
+    # the seeded path's own settings; its seed and min_num_matches are this section's
+    "seeding": {k: v for k, v in seeding.default_conf.items() if k not in SHARED_WITH_SEEDING},
     # seeded path: images no model holds get the network's pose in the model's gauge (pipeline/fill.py)
     "fill_unregistered": False,
-    "fill": {},  # memposer.pipeline.fill.default_conf
+    "fill": dict(fill.default_conf),
 }
 
 
@@ -76,17 +78,16 @@ def _seeded_models(database_path: Path, names: Sequence[str], pred: Dict[str, Po
     seeded_names = [n for n in names if n in pred]
     R = np.stack([pred[n][0] for n in seeded_names])
     t = np.stack([pred[n][1] for n in seeded_names])
-    res = seeding.seed_reconstruction(database_path, seeded_names, R, t,
-                                      {**conf["seeding"], "seed": conf["seed"]}, all_names=names)
-    incremental = mapped[0] if mapped else None
-    choice = seeding.better_of(res.reconstruction, incremental)
+    shared = {k: conf[k] for k in SHARED_WITH_SEEDING}
+    res = seeding.seed_reconstruction(database_path, seeded_names, R, t, {**conf["seeding"], **shared}, all_names=names)
     stats = {f"seeded_{k}": float(v) for k, v in seeding.reconstruction_quality(res.reconstruction).items()}
-    stats.update({f"colmap_{k}": float(v) for k, v in seeding.reconstruction_quality(incremental).items()})
-    if choice == "seeded":
-        # The seeded model replaces the mapper's largest; the mapper's other models stay clusters.
-        models = [colmap.poses_of(res.reconstruction)] + [colmap.poses_of(r) for r in mapped[1:]]
-        return ClusterResult(disjoint(models), "seeded", stats)
-    return ClusterResult(disjoint([colmap.poses_of(r) for r in mapped]), "colmap", stats)
+    stats.update({f"colmap_{k}": float(v)
+                  for k, v in seeding.reconstruction_quality(mapped[0] if mapped else None).items()})
+    # Each mapper model against the seeded model over its own images: the mapper's split stays.
+    recs, choices = seeding.best_per_model(res.reconstruction, mapped)
+    stats["seeded_models_kept"] = float(choices.count("seeded"))
+    models = disjoint([colmap.poses_of(r) for r in recs], conf["min_model_size"])
+    return ClusterResult(models, "seeded" if "seeded" in choices else "colmap", stats)
 
 
 def disjoint(models: List[Dict[str, Pose]], min_size: int = 1) -> List[Dict[str, Pose]]:
@@ -208,17 +209,24 @@ def _executor(workers: int, database_path: Path | str, scratch: Path):
                 src.backup(dst)  # the SQLite backup API: consistent even with a write-ahead log
             copies.put(str(copy))
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                 initargs=(logging.getLogger().getEffectiveLevel(), copies)) as pool:
+                                 initargs=(_log_levels(), colmap.log_level(), copies)) as pool:
             yield pool
 
 
 _worker_database: Optional[str] = None  # this worker process's copy of the database
 
 
-def _worker_init(log_level: int, copies) -> None:
+def _log_levels() -> Dict[str, int]:
+    """The parent's logging levels, root and memposer, for a spawned worker to copy."""
+    return {"": logging.getLogger().getEffectiveLevel(), "memposer": logging.getLogger("memposer").getEffectiveLevel()}
+
+
+def _worker_init(levels: Dict[str, int], glog_level: int, copies) -> None:
     global _worker_database
     _worker_database = copies.get()
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=levels[""], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("memposer").setLevel(levels["memposer"])
+    colmap.quiet(glog_level)  # a spawned process starts with COLMAP's full log on
 
 
 def _guarded(i: int, names: Sequence[str], database_path, image_dir, out_dir, conf: dict,

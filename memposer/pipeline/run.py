@@ -27,7 +27,8 @@ from memposer.data.imc import (OUTLIER_SCENE, PoseRecord, complete_submission, n
 from memposer.pipeline import (clustering, features, matching, pairs, reconstruction, retrieval,
                                verification)
 from memposer.pipeline.reconstruction import Predictor
-from memposer.config import deep_merge
+from memposer.config import check_keys, deep_merge
+from memposer.pipeline.workdir import check_free_space, work_lock
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class RunResult:
     views: Dict[str, dict] = field(default_factory=dict)  # per dataset: pairs, clusters (for reports)
     paths: Dict[str, Dict[str, str]] = field(default_factory=dict)  # dataset -> cluster -> pose path
     failed: List[str] = field(default_factory=list)
+    errors: Dict[str, str] = field(default_factory=dict)  # failed dataset -> why
 
 
 def _cache_tag(conf: dict) -> str:
@@ -60,13 +62,18 @@ def _cache_tag(conf: dict) -> str:
 
 
 class _Clock:
+    """Seconds per stage; says (with -v) when each stage starts and how long it took."""
+
     def __init__(self, timings: Dict[str, float], dataset: str):
         self.timings, self.dataset, self.t = timings, dataset, time.perf_counter()
+        log.info("%s: starting %s", dataset, STAGES[0])
 
     def lap(self, stage: str) -> None:
         now = time.perf_counter()
         self.timings[stage] += now - self.t
-        log.debug("%s: %s took %.1f s", self.dataset, stage, now - self.t)
+        nxt = STAGES.index(stage) + 1
+        log.info("%s: %s took %.1f s%s", self.dataset, stage, now - self.t,
+                 f"; starting {STAGES[nxt]}" if nxt < len(STAGES) else "")
         self.t = now
 
     def move(self, seconds: float, src: str, dst: str) -> None:
@@ -126,9 +133,16 @@ def run_pipeline(data_dir: Path | str, out_csv: Path | str, conf: Optional[dict]
                  work_dir: Optional[Path | str] = None, predictor: Optional[Predictor] = None,
                  datasets: Optional[Sequence[str]] = None, progress: bool = True) -> RunResult:
     """Run every dataset of ``data_dir`` (a ``test/`` or ``train/`` folder) and write ``out_csv``."""
+    check_keys(conf or {}, default_conf)
     conf = deep_merge(default_conf, conf or {})
     data_dir, out_csv = Path(data_dir), Path(out_csv)
     work_dir = Path(work_dir) if work_dir else out_csv.parent / "memposer_work"
+    with work_lock(work_dir):
+        return _run_locked(data_dir, out_csv, conf, work_dir, predictor, datasets, progress)
+
+
+def _run_locked(data_dir: Path, out_csv: Path, conf: dict, work_dir: Path, predictor: Optional[Predictor],
+                datasets: Optional[Sequence[str]], progress: bool) -> RunResult:
     seed_everything(conf["seed"])
     expected = scan_dataset_folder(data_dir)
     if datasets:
@@ -141,10 +155,13 @@ def run_pipeline(data_dir: Path | str, out_csv: Path | str, conf: Optional[dict]
     timings: Dict[str, float] = defaultdict(float)
     result = RunResult([], timings)
     done: Dict[str, List[str]] = {}
+    # Complete from the start (every image nan): even a crash that Python cannot catch leaves every row.
+    write_submission(complete_submission([], expected), out_csv)
     for ds, names in tqdm(expected.items(), desc="datasets", disable=not progress):
         if not names:
             continue
         try:
+            check_free_space(work_dir / ds, len(names), int(conf["features"]["max_num_keypoints"]))
             recs, views, paths = run_dataset(ds, data_dir / ds, names, work_dir / ds, conf, predictor, timings, progress)
             result.views[ds], result.paths[ds] = views, paths
         except Exception as e:  # one bad dataset must not cost the others their rows
@@ -152,14 +169,17 @@ def run_pipeline(data_dir: Path | str, out_csv: Path | str, conf: Optional[dict]
             log.debug("%s", traceback.format_exc())
             recs = nan_records(ds, names)
             result.failed.append(ds)
+            result.errors[ds] = f"{type(e).__name__}: {e}"
         result.records += recs
         done[ds] = names
         # Written after every dataset so that a crash later still leaves the finished ones.
         write_submission(complete_submission(result.records, done), out_csv)
     result.records = complete_submission(result.records, expected)
     write_submission(result.records, out_csv)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    (work_dir / "views.json").write_text(json.dumps(result.views, indent=1))
+    try:  # for reports only: a full disk here must not fail a run whose submission is written
+        (work_dir / "views.json").write_text(json.dumps(result.views, indent=1))
+    except OSError as e:
+        log.warning("could not write %s (%s); reports will lack the match graph", work_dir / "views.json", e)
     return result
 
 

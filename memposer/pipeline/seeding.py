@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pycolmap
@@ -170,6 +170,49 @@ def reconstruction_quality(rec: Optional[pycolmap.Reconstruction]) -> Dict[str, 
         return {"registered": 0, "observations": 0, "reproj_error": float("inf"), "points": 0}
     return {"registered": rec.num_reg_images(), "observations": rec.compute_num_observations(),
             "reproj_error": float(rec.compute_mean_reprojection_error()), "points": rec.num_points3D()}
+
+
+def registered_names(rec: Optional[pycolmap.Reconstruction]) -> set:
+    """Names of the images ``rec`` gives a pose."""
+    return set() if rec is None else {im.name for im in rec.images.values() if im.has_pose}
+
+
+def restrict(rec: pycolmap.Reconstruction, names: set) -> pycolmap.Reconstruction:
+    """A copy of ``rec`` in which only the images in ``names`` stay registered (their observations
+    only, so its quality compares with a model of those images)."""
+    out = pycolmap.Reconstruction(rec)
+    for frame_id in list(out.reg_frame_ids()):
+        frame = out.frame(frame_id)
+        if not any(out.image(d.id).name in names for d in frame.image_ids):
+            out.deregister_frame(frame_id)
+    return out
+
+
+def best_per_model(seeded: Optional[pycolmap.Reconstruction], mapped: Sequence[pycolmap.Reconstruction]
+                   ) -> Tuple[List[pycolmap.Reconstruction], List[str]]:
+    """The mapper's models, each replaced by the seeded model restricted to its images where
+    :func:`better_of` prefers that; ``(models, "seeded" | "colmap" per model)``, largest first.
+
+    Like is compared with like: the seeded model competes with each mapper model only over that
+    model's images (plus images no mapper model registered, which go to the first model the seed
+    wins), so a seeded model spanning two of the mapper's models can never merge them by
+    registering more images than either.
+    """
+    if not mapped:
+        return ([seeded], ["seeded"]) if better_of(seeded, None) == "seeded" else ([], [])
+    if seeded is None:
+        return list(mapped), ["colmap"] * len(mapped)
+    free = registered_names(seeded) - set().union(*(registered_names(m) for m in mapped))
+    chosen: List[Tuple[pycolmap.Reconstruction, str]] = []
+    for m in mapped:
+        part = restrict(seeded, registered_names(m) | free)
+        if better_of(part, m) == "seeded":
+            chosen.append((part, "seeded"))
+            free -= registered_names(part)
+        else:
+            chosen.append((m, "colmap"))
+    chosen.sort(key=lambda c: -c[0].num_reg_images())
+    return [c[0] for c in chosen], [c[1] for c in chosen]
 
 
 def better_of(seeded: Optional[pycolmap.Reconstruction], incremental: Optional[pycolmap.Reconstruction],

@@ -58,7 +58,8 @@ def load_config(path: Path | str | None, overrides: Sequence[str] = ()) -> Dict[
     conf["model"] = resolve_model(conf["model"], config_dir)
     for k, v in ov:
         if k != "model":
-            set_override(conf, k, v, default_train_conf)
+            # model.* keys are checked by MemPoser's own strict merge; the preset named them
+            set_override(conf, k, v, {**default_train_conf, "model": {}})
     unknown = set(conf) - set(default_train_conf)
     if unknown:
         raise KeyError(f"unknown config section(s) {sorted(unknown)}; known: {sorted(default_train_conf)}")

@@ -22,7 +22,7 @@ from memposer.pipeline.reconstruction import reconstruct_cluster, reconstruct_cl
 
 ROOT = Path(__file__).resolve().parents[2]
 # Small and fast on 2 cores: few keypoints, a short shortlist, COLMAP single-threaded (reproducible).
-FAST = ["--config", "cpu", "--num-threads", "1", "--quiet",
+FAST = ["--config", "cpu", "--num-threads", "1", "--quiet", "-v",  # -v: the tests read INFO lines
         "pairs.exhaustive_below=8", "pairs.k=6"]
 
 

@@ -85,3 +85,42 @@ def test_hopeless_seed_loses_to_incremental_mapping(tmp_path):
     assert q["observations"] < 0.5 * seeding.reconstruction_quality(truth)["observations"]
     assert seeding.better_of(result.reconstruction, truth) == "colmap"
     assert seeding.better_of(truth, None) == "seeded"
+
+
+def test_seeded_model_never_merges_the_mappers_split(tmp_path):
+    """The mapper split a cluster into two models; a seeded model over both registers more images than
+    either. Compared per mapper model, it may replace each one over that model's images but never
+    merges the two; an image no mapper model holds goes to a model the seed wins."""
+    from memposer.pipeline import reconstruction as rc
+
+    db_path, names, R, t, truth = _scene(tmp_path)
+    Rn, tn = _perturb(R, t, 2.0, 0.02)
+    seeded = seeding.seed_reconstruction(db_path, names, Rn, tn).reconstruction
+    a, b = set(names[:5]), set(names[6:])  # names[5]: in no mapper model
+    mapped = [seeding.restrict(truth, b), seeding.restrict(truth, a)]  # largest first, as run_mapper returns
+    assert seeding.registered_names(seeded) == set(names)
+    assert seeding.better_of(seeded, mapped[0]) == "seeded"  # the old whole-model comparison merged them
+
+    recs, choices = seeding.best_per_model(seeded, mapped)
+    got = [seeding.registered_names(r) for r in recs]
+    assert len(got) == 2 and not any(g & a and g & b for g in got), got
+    assert set().union(*got) == set(names) and "seeded" in choices
+    assert {names[5]} <= next(g for g, c in zip(got, choices) if c == "seeded")
+
+    pred = {n: (Rn[i], tn[i]) for i, n in enumerate(names)}
+    conf = {**rc.default_conf, "poses": "seeded", "num_threads": 1}
+    res = rc._seeded_models(db_path, names, pred, mapped, conf)
+    assert sorted(map(len, res.models)) == [5, 7] and res.path == "seeded"
+    assert not any(set(m) & a and set(m) & b for m in res.models)
+    # min_model_size holds on the seeded path too: models below it are dropped
+    small = [seeding.restrict(truth, set(names[:10])), seeding.restrict(truth, set(names[10:]))]
+    res = rc._seeded_models(db_path, names, pred, small, {**conf, "min_model_size": 3})
+    assert [len(m) for m in res.models] == [10]
+
+
+def test_restrict_keeps_only_the_named_images(tmp_path):
+    _, names, _, _, truth = _scene(tmp_path)
+    part = seeding.restrict(truth, set(names[:4]))
+    q, q_all = seeding.reconstruction_quality(part), seeding.reconstruction_quality(truth)
+    assert seeding.registered_names(part) == set(names[:4]) and truth.num_reg_images() == len(names)
+    assert q["observations"] == pytest.approx(q_all["observations"] * 4 / len(names), rel=0.2)
