@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, help="labels CSV to score against (default: found beside --data)")
     p.add_argument("--thresholds", type=Path, help="thresholds CSV (default: found beside --data)")
     p.add_argument("--report", type=Path, help="write an HTML report here (needs labels)")
+    p.add_argument("--export", type=Path, help="write every cluster as a COLMAP model here: "
+                   "DIR/<dataset>/<cluster>/{cameras,images,points3D}.bin and DIR/<dataset>/clusters.csv")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -88,7 +90,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         from memposer.pipeline.run import format_timings, run_pipeline, summary_counts  # noqa: PLC0415
         t0 = time.perf_counter()
         res = run_pipeline(args.data, args.out, conf, args.work, predictor,
-                           args.datasets.split(",") if args.datasets else None, progress=not args.quiet)
+                           args.datasets.split(",") if args.datasets else None, progress=not args.quiet,
+                           export_dir=args.export)
     except (FileNotFoundError, ValueError, KeyError) as e:
         log.error("%s", e)
         return 2
