@@ -128,6 +128,23 @@ def test_export_of_network_poses_and_filled_images(competition, first_run, tmp_p
     assert part.find_image_with_name(extra).num_points3D == 0
 
 
+TRAINING_STACK = "pytorch_lightning,lightning,lightning_utilities,torchmetrics,wandb"  # setup.cfg's [train] extra
+
+
+def test_infer_needs_no_training_stack(competition, first_run, tmp_path):
+    """The default install has no Lightning or wandb: infer.py with the shipped model (--poses seeded),
+    a report and an export runs with those imports blocked and writes the same images."""
+    work = tmp_path / "work"
+    shutil.copytree(first_run[2], work)  # the run's features and matches: only the poses are recomputed
+    cmd = [sys.executable, "tests/blocked_imports.py", TRAINING_STACK, "infer.py", "--data", str(competition / "train"),
+           "--out", str(tmp_path / "s.csv"), "--work", str(work), *FAST, "--export", str(tmp_path / "export"),
+           "--report", str(tmp_path / "report"), "--checkpoint", "checkpoints/memposer-tracks.safetensors"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(r.image for r in read_poses(tmp_path / "s.csv")) == sorted(r.image for r in read_poses(first_run[0]))
+    assert (tmp_path / "report" / "index.html").is_file() and (tmp_path / "export").is_dir()
+
+
 def test_killed_run_resumes_to_the_same_file(competition, first_run, tmp_path):
     """kill -9 during matching, run again: caches are reused and the output equals an uninterrupted run."""
     cmd = [sys.executable, str(ROOT / "infer.py"), "--data", str(competition / "train"), "--out",
