@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thresholds", type=Path, help="thresholds CSV (default: found beside --data)")
     p.add_argument("--report", type=Path, help="write an HTML report here (needs labels)")
     p.add_argument("--export", type=Path, help="write every cluster as a COLMAP model here: "
-                   "DIR/<dataset>/<cluster>/{cameras,images,points3D}.bin and DIR/<dataset>/clusters.csv")
+                   "DIR/<dataset>/<cluster>/{cameras,images,points3D}.bin, DIR/<dataset>/clusters.csv and pairs.txt")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 

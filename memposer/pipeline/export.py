@@ -3,6 +3,7 @@
 Layout under the export folder (``infer.py --export DIR``)::
 
     <dataset>/clusters.csv                                   image,cluster for every image (outliers too)
+    <dataset>/pairs.txt                                      the matched pairs, ``name0 name1`` a line (hloc's format)
     <dataset>/<cluster>/cameras.bin images.bin points3D.bin  (+ rigs.bin frames.bin) one COLMAP model
 
 The models hold exactly the submission's images and poses (image names are the dataset's file
@@ -25,12 +26,13 @@ from memposer.data.imc import OUTLIER_SCENE
 log = logging.getLogger(__name__)
 
 CLUSTERS_CSV = "clusters.csv"
+PAIRS_TXT = "pairs.txt"
 _CLUSTER_DIR = re.compile(r"cluster\d+")
 
 
 def export_dataset(export_dir: Path | str, dataset: str, names: Sequence[str], clusters: Dict[str, List[str]],
-                   model_dirs: Dict[str, Optional[str]]) -> Path:
-    """Write ``export_dir/<dataset>/``: ``clusters.csv`` and one model folder per cluster that has one.
+                   model_dirs: Dict[str, Optional[str]], pairs: Sequence[Sequence[str]] = ()) -> Path:
+    """Write ``export_dir/<dataset>/``: ``clusters.csv``, ``pairs.txt`` and one model folder per cluster that has one.
 
     ``clusters``: cluster -> images (as in the submission); ``model_dirs``: cluster -> the COLMAP
     model the reconstruction stage wrote (None: none, e.g. writing it failed). A previous export of
@@ -53,6 +55,7 @@ def export_dataset(export_dir: Path | str, dataset: str, names: Sequence[str], c
         w = csv.writer(f)
         w.writerow(["image", "cluster"])
         w.writerows([n, where.get(n, OUTLIER_SCENE)] for n in names)
+    (out / PAIRS_TXT).write_text("".join(f"{a} {b}\n" for a, b in pairs))
     return out
 
 

@@ -124,7 +124,8 @@ def run_pipeline(data_dir: Path | str, out_csv: Path | str, conf: Optional[dict]
     """Run every dataset of ``data_dir`` (a ``test/`` or ``train/`` folder) and write ``out_csv``.
 
     With ``export_dir``, every cluster is also written as a COLMAP model with the cluster -> images
-    map (``memposer.pipeline.export``): ``export_dir/<dataset>/<cluster>/{cameras,images,points3D}.bin``.
+    map and the matched pairs (``memposer.pipeline.export``):
+    ``export_dir/<dataset>/<cluster>/{cameras,images,points3D}.bin``, ``clusters.csv``, ``pairs.txt``.
     """
     conf = deep_merge(default_conf, conf or {})
     data_dir, out_csv = Path(data_dir), Path(out_csv)
@@ -164,7 +165,8 @@ def run_pipeline(data_dir: Path | str, out_csv: Path | str, conf: Optional[dict]
         if export_dir is not None:
             view = result.views.get(ds, {})
             try:
-                export.export_dataset(export_dir, ds, names, view.get("clusters", {}), view.get("model_dirs", {}))
+                export.export_dataset(export_dir, ds, names, view.get("clusters", {}), view.get("model_dirs", {}),
+                                      view.get("shortlisted", []))
             except OSError as e:  # the submission matters more than the export: keep going
                 log.error("export of dataset %s to %s failed (%s)", ds, export_dir, e)
         # Written after every dataset so that a crash later still leaves the finished ones.

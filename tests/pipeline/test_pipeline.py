@@ -92,9 +92,11 @@ def test_export_writes_the_submission_as_colmap_models(competition, first_run):
             assert rec.num_points3D() > 20
             assert rec.compute_mean_reprojection_error() < 2.0  # the points belong to these poses
             assert all(len({e.image_id for e in p.track.elements}) >= 2 for p in rec.points3D.values())
-    # the run's views carry each cluster's points for the report's 3D view
+    # the run's views carry each cluster's points for the report's 3D view; pairs.txt its shortlist
     views = json.loads((first_run[2] / "views.json").read_text())
     for ds, view in views.items():
+        lines = (export / ds / "pairs.txt").read_text().splitlines()
+        assert lines and [ln.split(" ") for ln in lines] == view["shortlisted"]
         assert set(view["points"]) == set(view["clusters"]) and all(len(v) > 20 for v in view["points"].values())
 
 

@@ -304,6 +304,27 @@ def test_scene3d_aligns_clusters_with_the_metric(report):
     assert not re.search(r"(src|href)=\"(https?:)?//", index)  # nothing from the network
 
 
+def test_snapshot_of_the_3d_view(report, tmp_path):
+    """``python -m memposer.report.snapshot`` (the README picture's command): a small PNG with d2's
+    frustums in cluster k's colour on the white canvas."""
+    if shutil.which("chromium") is None and shutil.which("chromium-browser") is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    out = report[1].parent
+    p = subprocess.run([sys.executable, "-m", "memposer.report.snapshot", str(out), str(tmp_path / "v.png"),
+                        "--dataset", "d2", "--width", "640", "--height", "560"], capture_output=True, text=True,
+                       timeout=180)
+    assert p.returncode == 0, p.stderr[-2000:]
+    with Image.open(tmp_path / "v.png") as im:
+        assert im.size == (640, 560)
+        px = np.asarray(im.convert("RGB")).reshape(-1, 3).astype(int)
+    blue = np.abs(px - [0x1F, 0x77, 0xB4]).max(1) < 40  # tab10's first colour: cluster k
+    assert blue.sum() > 100, blue.sum()
+    assert (tmp_path / "v.png").stat().st_size < 300_000
+    p = subprocess.run([sys.executable, "-m", "memposer.report.snapshot", str(tmp_path), str(tmp_path / "w.png")],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "no */scene3d.html" in p.stderr and "Traceback" not in p.stderr
+
+
 def test_confusion_missing_foreign_and_duplicate_rows():
     from memposer.report.tables import NO_ROW, NOT_LABELLED, confusion
     labels = [PoseRecord("d", s, f"{s}{i}") for s, m in (("A", 3), ("B", 2)) for i in range(m)]
