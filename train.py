@@ -7,6 +7,8 @@ import sys
 
 from memposer.training.config import load_config
 
+TRAIN_EXTRA = ("pytorch_lightning", "lightning", "lightning_utilities", "torchmetrics", "wandb")  # setup.cfg [train]
+
 
 def cli(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -21,7 +23,13 @@ def cli(argv=None) -> int:
             import yaml  # noqa: PLC0415
             print(yaml.safe_dump(conf, sort_keys=False))
             return 0
-        from memposer.training.run import main  # noqa: PLC0415 (heavy imports after parsing)
+        try:
+            from memposer.training.run import main  # noqa: PLC0415 (heavy imports after parsing)
+        except ModuleNotFoundError as e:
+            if e.name and e.name.split(".")[0] in TRAIN_EXTRA:
+                raise ValueError(f"training needs {e.name}, which the [train] extra installs: "
+                                 'pip install -e ".[train]"') from None
+            raise
         main(conf)
     except (FileNotFoundError, ValueError, KeyError) as e:
         logging.getLogger("train").error("%s", e)

@@ -152,6 +152,66 @@ def read_model_poses(path: Path | str) -> Dict[str, Pose]:
     return poses_of(pycolmap.Reconstruction(str(path)))
 
 
+def model_of(poses: Dict[str, Pose], database_path: Path | str,
+             source: Optional[pycolmap.Reconstruction] = None) -> pycolmap.Reconstruction:
+    """A COLMAP model registering exactly the images of ``poses``, at exactly those poses.
+
+    Cameras and keypoints come from the database (ids kept); with ``source`` (the reconstruction
+    the poses came from) its refined intrinsics and the 3D points seen by at least two of these
+    images come too. Images the source lacks (e.g. filled in from the network) get no points.
+    """
+    rec = pycolmap.Reconstruction()
+    db = pycolmap.Database.open(str(database_path))
+    try:
+        for name in sorted(poses):
+            image = db.read_image_with_name(name)
+            if image is None:
+                raise KeyError(f"image {name} is not in the database {database_path}")
+            cam = db.read_camera(image.camera_id)
+            src = source.find_image_with_name(name) if source is not None else None
+            if src is not None:
+                cam.params = source.cameras[src.camera_id].params
+            if not rec.exists_camera(cam.camera_id):
+                rec.add_camera_with_trivial_rig(cam)
+            keypoints = np.asarray(db.read_keypoints(image.image_id), np.float64)[:, :2]
+            R, t = poses[name]
+            rec.add_image_with_trivial_frame(
+                pycolmap.Image(name=name, keypoints=keypoints, camera_id=cam.camera_id, image_id=image.image_id),
+                pycolmap.Rigid3d(pycolmap.Rotation3d(np.asarray(R, np.float64)), np.asarray(t, np.float64)))
+    finally:
+        db.close()
+    if source is not None:
+        _copy_points(source, rec)
+    return rec
+
+
+def _copy_points(source: pycolmap.Reconstruction, rec: pycolmap.Reconstruction) -> None:
+    """``source``'s 3D points, each with its observations in ``rec``'s images (two at least)."""
+    ids = {im.name: im.image_id for im in rec.images.values()}
+    to_new = {i: ids[im.name] for i, im in source.images.items() if im.name in ids}
+    for p in source.points3D.values():
+        elements = [pycolmap.TrackElement(to_new[e.image_id], e.point2D_idx) for e in p.track.elements
+                    if e.image_id in to_new]
+        if len({e.image_id for e in elements}) >= 2:
+            rec.add_point3D(p.xyz, pycolmap.Track(elements), p.color)
+    rec.update_point_3d_errors()
+
+
+def write_model(rec: pycolmap.Reconstruction, path: Path | str) -> Path:
+    """``cameras.bin``, ``images.bin``, ``points3D.bin`` (and rigs/frames) in ``path``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    rec.write_binary(str(path))
+    return path
+
+
+def model_points(path: Path | str) -> np.ndarray:
+    """``(P, 3)`` 3D points of a COLMAP model folder, in point-id order."""
+    rec = pycolmap.Reconstruction(str(path))
+    ids = sorted(rec.point3D_ids())
+    return np.array([rec.points3D[i].xyz for i in ids], np.float64).reshape(-1, 3)
+
+
 def quiet(level: int = 2) -> None:
     """Silence glog INFO output (COLMAP is chatty); 2 = errors only, 0 = everything."""
     try:
@@ -168,4 +228,5 @@ def log_level() -> int:
         return 2
 
 
-__all__: Iterable[str] = ["Database", "run_mapper", "poses_of", "read_model_poses", "two_view_options", "make_camera", "set_seed", "quiet"]
+__all__: Iterable[str] = ["Database", "run_mapper", "poses_of", "read_model_poses", "two_view_options", "make_camera", "set_seed", "quiet",
+                          "model_of", "write_model", "model_points"]

@@ -102,3 +102,12 @@ def test_ddp_two_processes_gloo(tmp_path):
     thr = json.loads((tmp_path / "throughput.json").read_text())
     # 2 steps x 2 ranks x 2 scenes of 3-5 cameras: the frame counts of both ranks are summed
     assert thr["world_size"] == 2 and thr["timed_steps"] == 2 and 24 <= thr["frames"] <= 40
+
+
+def test_without_the_train_extra_a_clear_message(tmp_path):
+    """Lightning missing (the default install has no [train] extra): one message naming the extra."""
+    r = subprocess.run([sys.executable, "tests/blocked_imports.py", "pytorch_lightning,lightning,wandb", "train.py",
+                        *common(tmp_path), "trainer.fast_dev_run=true"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert 'pip install -e ".[train]"' in r.stderr and "Traceback" not in r.stderr

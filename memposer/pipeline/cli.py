@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, help="labels CSV to score against (default: found beside --data)")
     p.add_argument("--thresholds", type=Path, help="thresholds CSV (default: found beside --data)")
     p.add_argument("--report", type=Path, help="write an HTML report here (needs labels)")
+    p.add_argument("--export", type=Path, help="write every cluster as a COLMAP model here: "
+                   "DIR/<dataset>/<cluster>/{cameras,images,points3D}.bin, DIR/<dataset>/clusters.csv and pairs.txt")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="log every step, COLMAP's output and library warnings")
     return p
@@ -130,7 +132,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         from memposer.pipeline.run import format_timings, run_pipeline, summary_counts  # noqa: PLC0415
         t0 = time.perf_counter()
         res = run_pipeline(data, args.out, conf, work, predictor,
-                           args.datasets.split(",") if args.datasets else None, progress=not args.quiet)
+                           args.datasets.split(",") if args.datasets else None, progress=not args.quiet,
+                           export_dir=args.export)
     except (FileNotFoundError, ValueError, KeyError) as e:  # UsageError is a ValueError
         log.error("%s", e.args[0] if isinstance(e, KeyError) and e.args else e)
         return 2

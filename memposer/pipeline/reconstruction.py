@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import pycolmap
 from tqdm import tqdm
 
 from memposer import colmap
@@ -55,6 +56,8 @@ default_conf = {
     # seeded path: images no model holds get the network's pose in the model's gauge (pipeline/fill.py)
     "fill_unregistered": False,
     "fill": dict(fill.default_conf),
+    # each model also as a COLMAP model (cameras/images/points3D.bin) for --export and the report's 3D view
+    "write_models": True,
 }
 
 
@@ -63,18 +66,25 @@ class ClusterResult:
     models: List[Dict[str, Pose]]  # one {name: pose} per reconstructed model, largest first
     path: str  # which path produced them: colmap | memposer | seeded
     stats: Dict[str, float] = field(default_factory=dict)
+    # with write_models: per model, the folder of its COLMAP model (same images and poses); None
+    # where writing failed (the poses are kept either way)
+    model_dirs: List[Optional[str]] = field(default_factory=list)
+
+
+Sources = List[Optional[pycolmap.Reconstruction]]  # per model, the reconstruction it came from
 
 
 def _seeded(database_path: Path, names: Sequence[str], pred: Dict[str, Pose], mapped, conf: dict,
-            pred_conf: Dict[str, float]) -> ClusterResult:
-    res = _seeded_models(database_path, names, pred, mapped, conf)
+            pred_conf: Dict[str, float]) -> Tuple[ClusterResult, Sources]:
+    res, sources = _seeded_models(database_path, names, pred, mapped, conf)
     if conf["fill_unregistered"]:
         models, st = fill.fill_unregistered(res.models, pred, pred_conf, conf["fill"])
         res = ClusterResult(models, res.path, {**res.stats, **{f"fill_{k}": float(v) for k, v in st.items()}})
-    return res
+    return res, sources
 
 
-def _seeded_models(database_path: Path, names: Sequence[str], pred: Dict[str, Pose], mapped, conf: dict) -> ClusterResult:
+def _seeded_models(database_path: Path, names: Sequence[str], pred: Dict[str, Pose], mapped,
+                   conf: dict) -> Tuple[ClusterResult, Sources]:
     seeded_names = [n for n in names if n in pred]
     R = np.stack([pred[n][0] for n in seeded_names])
     t = np.stack([pred[n][1] for n in seeded_names])
@@ -86,21 +96,31 @@ def _seeded_models(database_path: Path, names: Sequence[str], pred: Dict[str, Po
     # Each mapper model against the seeded model over its own images: the mapper's split stays.
     recs, choices = seeding.best_per_model(res.reconstruction, mapped)
     stats["seeded_models_kept"] = float(choices.count("seeded"))
-    models = disjoint([colmap.poses_of(r) for r in recs], conf["min_model_size"])
-    return ClusterResult(models, "seeded" if "seeded" in choices else "colmap", stats)
+    models, sources = _disjoint_models(recs, conf["min_model_size"])
+    return ClusterResult(models, "seeded" if "seeded" in choices else "colmap", stats), sources
+
+
+def _disjoint_models(recs: Sequence[pycolmap.Reconstruction], min_size: int = 1) -> Tuple[List[Dict[str, Pose]], Sources]:
+    """``disjoint`` poses of ``recs`` and, per model kept, the reconstruction it came from."""
+    kept = _disjoint_index([colmap.poses_of(r) for r in recs], min_size)
+    return [m for _, m in kept], [recs[i] for i, _ in kept]
+
+
+def _disjoint_index(models: List[Dict[str, Pose]], min_size: int) -> List[Tuple[int, Dict[str, Pose]]]:
+    taken: set = set()
+    out = []
+    for i, m in enumerate(models):
+        m = {k: v for k, v in m.items() if k not in taken}
+        if len(m) >= min_size:
+            out.append((i, m))
+            taken |= set(m)
+    return out
 
 
 def disjoint(models: List[Dict[str, Pose]], min_size: int = 1) -> List[Dict[str, Pose]]:
     """Each image in one model only: COLMAP's models may overlap; an image stays in the first
     (largest) model that has it, and models left smaller than ``min_size`` are dropped."""
-    taken: set = set()
-    out = []
-    for m in models:
-        m = {k: v for k, v in m.items() if k not in taken}
-        if len(m) >= min_size:
-            out.append(m)
-            taken |= set(m)
-    return out
+    return [m for _, m in _disjoint_index(models, min_size)]
 
 
 class Predicted(dict):
@@ -140,12 +160,36 @@ def reconstruct_cluster(names: Sequence[str], database_path: Path | str, image_d
     elif pred is None:
         pred = predict_poses(names, database_path, predictor)
     if mode == "memposer":
-        return ClusterResult([pred], "memposer", {"registered": float(len(pred))})
+        res = ClusterResult([pred], "memposer", {"registered": float(len(pred))})
+        return _with_model_dirs(res, [None] * len(res.models), database_path, out_dir, conf)
     mapped = colmap.run_mapper(database_path, image_dir, out_dir, names, conf)
     if mode == "seeded" and len(pred) >= 3:
-        return _seeded(database_path, names, pred, mapped, conf, getattr(pred, "conf", {n: 1.0 for n in pred}))
-    models = disjoint([colmap.poses_of(r) for r in mapped], conf["min_model_size"])
-    return ClusterResult(models, "colmap", {"registered": float(sum(map(len, models)))})
+        res, sources = _seeded(database_path, names, pred, mapped, conf, getattr(pred, "conf", {n: 1.0 for n in pred}))
+    else:
+        models, sources = _disjoint_models(mapped, conf["min_model_size"])
+        res = ClusterResult(models, "colmap", {"registered": float(sum(map(len, models)))})
+    return _with_model_dirs(res, sources, database_path, out_dir, conf)
+
+
+def _with_model_dirs(res: ClusterResult, sources: Sources, database_path: Path, out_dir: Path,
+                     conf: dict) -> ClusterResult:
+    """``res`` with each model written as a COLMAP model under ``out_dir/export/<k>`` (``write_models``)."""
+    if not conf["write_models"]:
+        return res
+    dirs: List[Optional[str]] = []
+    for k, (model, source) in enumerate(zip(res.models, sources)):
+        if not model:
+            dirs.append(None)
+            continue
+        try:
+            rec = colmap.model_of(model, database_path, source)
+            dirs.append(str(colmap.write_model(rec, out_dir / "export" / str(k))))
+        except Exception as e:  # an export problem must not cost the cluster its poses
+            log.error("model %d of %d images: writing its COLMAP model failed (%s: %s)", k, len(model),
+                      type(e).__name__, e)
+            dirs.append(None)
+    res.model_dirs = dirs
+    return res
 
 
 def reconstruct_clusters(clusters: Sequence[Sequence[str]], database_path: Path | str, image_dir: Path | str,

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from memposer import colmap
 from memposer.data.imc import (OUTLIER_SCENE, PoseRecord, complete_submission, nan_records, scan_dataset_folder,
                                write_submission)
-from memposer.pipeline import (clustering, features, matching, pairs, reconstruction, retrieval,
+from memposer.pipeline import (clustering, export, features, matching, pairs, reconstruction, retrieval,
                                verification)
 from memposer.pipeline.reconstruction import Predictor
 from memposer.config import check_keys, deep_merge
@@ -43,6 +43,7 @@ default_conf: Dict[str, Any] = {
     "clustering": clustering.default_conf,
     "reconstruction": reconstruction.default_conf,
 }
+REPORT_POINTS = 1500  # per cluster in views.json: enough to see the structure, small enough to inline
 STAGES = ("features", "retrieval", "pairs", "matching", "verification", "clustering", "reconstruction")
 
 
@@ -112,10 +113,11 @@ def run_dataset(dataset: str, image_dir: Path, names: List[str], work: Path, con
     results = reconstruction.reconstruct_clusters(clusters, db_path, image_dir, work / "models",
                                                   conf["reconstruction"], predictor, progress,
                                                   label=dataset)
-    models, paths = [], {}
+    models, paths, model_dirs = [], {}, {}
     for res in results:
-        for m in (res.models if res is not None else []):
+        for k, m in enumerate(res.models if res is not None else []):
             paths[f"cluster{len(models)}"] = res.path
+            model_dirs[f"cluster{len(models)}"] = res.model_dirs[k] if k < len(res.model_dirs) else None
             models.append(m)
     clock.lap("reconstruction")
     records = [PoseRecord(dataset, f"cluster{k}", n, *m[n]) for k, m in enumerate(models) for n in sorted(m)]
@@ -125,14 +127,23 @@ def run_dataset(dataset: str, image_dir: Path, names: List[str], work: Path, con
              "verified": [list(v) for v in verification.verified_graph(verified)],
              "clusters": {f"cluster{k}": sorted(m) for k, m in enumerate(models)},
              "outliers": sorted(n for n in names if n not in placed),
-             "unreadable": [n for n in names if not status.get(n)]}
+             "unreadable": [n for n in names if not status.get(n)],
+             # sparse points per cluster in the cluster's frame, for the report's 3D view
+             "points": {c: export.sample_points(d, REPORT_POINTS) for c, d in model_dirs.items()},
+             "model_dirs": model_dirs}
     return records, views, paths
 
 
 def run_pipeline(data_dir: Path | str, out_csv: Path | str, conf: Optional[dict] = None,
                  work_dir: Optional[Path | str] = None, predictor: Optional[Predictor] = None,
-                 datasets: Optional[Sequence[str]] = None, progress: bool = True) -> RunResult:
-    """Run every dataset of ``data_dir`` (a ``test/`` or ``train/`` folder) and write ``out_csv``."""
+                 datasets: Optional[Sequence[str]] = None, progress: bool = True,
+                 export_dir: Optional[Path | str] = None) -> RunResult:
+    """Run every dataset of ``data_dir`` (a ``test/`` or ``train/`` folder) and write ``out_csv``.
+
+    With ``export_dir``, every cluster is also written as a COLMAP model with the cluster -> images
+    map and the matched pairs (``memposer.pipeline.export``):
+    ``export_dir/<dataset>/<cluster>/{cameras,images,points3D}.bin``, ``clusters.csv``, ``pairs.txt``.
+    """
     check_keys(conf or {}, default_conf)
     conf = deep_merge(default_conf, conf or {})
     data_dir, out_csv = Path(data_dir), Path(out_csv)
@@ -144,6 +155,13 @@ def run_pipeline(data_dir: Path | str, out_csv: Path | str, conf: Optional[dict]
 def _run_locked(data_dir: Path, out_csv: Path, conf: dict, work_dir: Path, predictor: Optional[Predictor],
                 datasets: Optional[Sequence[str]], progress: bool) -> RunResult:
     seed_everything(conf["seed"])
+    if export_dir is not None:
+        export_dir = Path(export_dir)
+        try:  # an unusable folder fails here, before any work
+            export_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"export folder {export_dir}: cannot create it ({e})") from None
+        conf["reconstruction"]["write_models"] = True
     expected = scan_dataset_folder(data_dir)
     if datasets:
         unknown = set(datasets) - set(expected)
@@ -172,6 +190,13 @@ def _run_locked(data_dir: Path, out_csv: Path, conf: dict, work_dir: Path, predi
             result.errors[ds] = f"{type(e).__name__}: {e}"
         result.records += recs
         done[ds] = names
+        if export_dir is not None:
+            view = result.views.get(ds, {})
+            try:
+                export.export_dataset(export_dir, ds, names, view.get("clusters", {}), view.get("model_dirs", {}),
+                                      view.get("shortlisted", []))
+            except OSError as e:  # the submission matters more than the export: keep going
+                log.error("export of dataset %s to %s failed (%s)", ds, export_dir, e)
         # Written after every dataset so that a crash later still leaves the finished ones.
         write_submission(complete_submission(result.records, done), out_csv)
     result.records = complete_submission(result.records, expected)

@@ -6,6 +6,7 @@ Layout under ``out_dir`` (names made file-system safe)::
     <dataset>/confusion.csv  confusion.html  scenes.csv
     <dataset>/<scene>/registration.csv  registration.html  cameras.png
     <dataset>/pairs.csv  pair_graph.png  clusters/<cluster>.png     (with pipeline views)
+    <dataset>/scene3d.html    the dataset's interactive 3D view, full page (also inline in index.html)
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from memposer.evaluate import POSE_COLUMNS, InputError, check_csv
 from memposer.geometry import camera_center
 from memposer.metric import Result, default_conf, score_submission
 from memposer.report import html as H
-from memposer.report import plots, tables
+from memposer.report import plots, scene3d, tables
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,8 @@ def write_report(labels: Union[PathLike, Sequence[PoseRecord]], thresholds: Unio
                      [[d, result.datasets[d].score, result.datasets[d].mAA, result.datasets[d].clusterness]
                       for d in keep])
     index = out / "index.html"
-    index.write_text(H.page("memposer report", _summary_html(result, keep, names) + "\n".join(sections)))
+    index.write_text(H.page("memposer report", _summary_html(result, keep, names) + "\n".join(sections)
+                            + scene3d.script()))
     log.info("report: %s (%d datasets, %d scenes, %.1f s)", index, len(keep), len(todo), time.perf_counter() - t0)
     return index
 
@@ -166,9 +168,22 @@ def _dataset(out: Path, ds: str, labels, submission, result: Result, view: Optio
               f'for that threshold; counted: sum over scored thresholds of max(0, registered - {conf["to_dec"]}); '
               f'mAA in percent · <a href="{H.href(slug)}/scenes.csv">csv</a> · tables: {" · ".join(links)}</p>',
               H.table([h.replace("registered@", "reg@") for h in header], rows_html), *scene_parts]
+    parts.append(_scene3d(d_dir, slug, ds, labels, submission, result, view))
     if view:
         parts.append(_views(d_dir, slug, ds, labels, view, names))
     return "\n".join(parts)
+
+
+def _scene3d(d_dir: Path, slug: str, ds: str, labels, submission, result: Result, view: Optional[dict]) -> str:
+    """The 3D view inline, and as its own full-window page ``<dataset>/scene3d.html``."""
+    data = scene3d.dataset_scene(ds, labels, submission, result, view)
+    d_dir.mkdir(parents=True, exist_ok=True)
+    (d_dir / "scene3d.html").write_text(H.page(
+        f"{ds}: 3D view", '<p><a href="../index.html">← report</a></p>'
+        + scene3d.section_html(data, "scene3d", height=720) + scene3d.script()))
+    return (f'<h3>3D view</h3><p class="muted">predicted cameras and sparse points per cluster, true cameras aligned '
+            f'by the metric · <a href="{H.href(slug)}/scene3d.html">full page</a></p>'
+            + scene3d.section_html(data, f"scene3d-{slug}"))
 
 
 def _scene(s_dir: Path, rel: str, ds: str, sc: str, labels, sub: Dict[str, PoseRecord], has_pose, result: Result,

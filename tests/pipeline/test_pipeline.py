@@ -1,6 +1,7 @@
 """The whole pipeline as a user runs it (``infer.py`` in a subprocess) on a small synthetic dataset."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -11,9 +12,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pycolmap
 import pytest
 from scipy.spatial.transform import Rotation
 
+from memposer import colmap
 from memposer.data.imc import OUTLIER_SCENE, read_labels, read_poses, read_thresholds
 from memposer.geometry import apply_similarity, camera_center, random_rotation, rotation_error
 from memposer.metric import score_submission
@@ -42,7 +45,7 @@ def competition(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def first_run(competition, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run1")
-    res = infer(competition / "train", tmp / "submission.csv", tmp / "work")
+    res = infer(competition / "train", tmp / "submission.csv", tmp / "work", "--export", str(tmp / "export"))
     assert res.returncode == 0, res.stderr[-3000:]
     return tmp / "submission.csv", res, tmp / "work"
 
@@ -58,6 +61,90 @@ def test_scores_and_complete(competition, first_run):
     assert all(r.R is not None and np.isfinite(r.R).all() for r in registered)
     # the CLI prints the timing table and the score it computed
     assert "matching" in res.stdout and f"{100 * result.score:.2f}" in res.stdout
+
+
+def _assert_model_matches(model_dir: Path, poses: dict) -> "pycolmap.Reconstruction":
+    """The COLMAP model in ``model_dir`` registers exactly ``poses``' images at those poses."""
+    rec = pycolmap.Reconstruction(str(model_dir))
+    got = {im.name: im.cam_from_world() for im in rec.images.values() if im.has_pose}
+    assert sorted(got) == sorted(poses) and rec.num_images() == len(poses)
+    for n, p in got.items():
+        np.testing.assert_allclose(p.rotation.matrix(), poses[n][0], atol=1e-6)
+        np.testing.assert_allclose(p.translation, poses[n][1], atol=1e-6)
+    return rec
+
+
+def test_export_writes_the_submission_as_colmap_models(competition, first_run):
+    """--export: every cluster of the submission is a COLMAP model pycolmap reads back with the
+    submission's images and poses, with points seen by its images; clusters.csv maps every image."""
+    sub = read_poses(first_run[0])
+    export = first_run[0].parent / "export"
+    for ds in sorted({r.dataset for r in sub}):
+        rows = [r for r in sub if r.dataset == ds]
+        with open(export / ds / "clusters.csv", newline="") as f:
+            table = list(csv.reader(f))
+        assert table[0] == ["image", "cluster"]
+        assert sorted(map(tuple, table[1:])) == sorted((r.image, r.scene) for r in rows)
+        clusters = sorted({r.scene for r in rows if r.scene != OUTLIER_SCENE})
+        assert clusters and sorted(p.name for p in (export / ds).iterdir() if p.is_dir()) == clusters
+        for c in clusters:
+            rec = _assert_model_matches(export / ds / c, {r.image: (r.R, r.t) for r in rows if r.scene == c})
+            assert rec.num_points3D() > 20
+            assert rec.compute_mean_reprojection_error() < 2.0  # the points belong to these poses
+            assert all(len({e.image_id for e in p.track.elements}) >= 2 for p in rec.points3D.values())
+    # the run's views carry each cluster's points for the report's 3D view; pairs.txt its shortlist
+    views = json.loads((first_run[2] / "views.json").read_text())
+    for ds, view in views.items():
+        lines = (export / ds / "pairs.txt").read_text().splitlines()
+        assert lines and [ln.split(" ") for ln in lines] == view["shortlisted"]
+        assert set(view["points"]) == set(view["clusters"]) and all(len(v) > 20 for v in view["points"].values())
+
+
+def test_export_of_network_poses_and_filled_images(competition, first_run, tmp_path):
+    """``poses: memposer`` (no geometry) still exports a readable model of exactly its poses; a
+    model restricted to some of a reconstruction's images keeps only points two of them see."""
+    labels = read_labels(competition / "train_labels.csv")
+    ds = labels[0].dataset
+    gt = {r.image: (r.R, r.t) for r in labels if r.dataset == ds and r.scene != OUTLIER_SCENE}
+    names = sorted(gt)[:6]
+
+    def predictor(names, database):
+        return np.stack([gt[n][0] for n in names]), np.stack([gt[n][1] for n in names]), np.ones(len(names))
+
+    db = first_run[2] / ds / "database.db"
+    res = reconstruct_cluster(names, db, competition / "train" / ds, tmp_path / "net", {"poses": "memposer"}, predictor)
+    assert len(res.model_dirs) == 1
+    rec = _assert_model_matches(Path(res.model_dirs[0]), {n: gt[n] for n in names})
+    assert rec.num_points3D() == 0
+    source = pycolmap.Reconstruction(str(first_run[0].parent / "export" / ds / "cluster0"))
+    full = colmap.poses_of(source)
+    keep = dict(sorted(full.items())[:-1])  # one image dropped
+    # plus an image the source lacks (as fill_unregistered adds): from the database, without points
+    extra = next(n for n in sorted(gt) if n not in full)
+    keep[extra] = gt[extra]
+    part = colmap.model_of(keep, db, source)
+    assert sorted(im.name for im in part.images.values()) == sorted(keep)
+    ids = {im.image_id for im in part.images.values() if im.name in full}
+    expected = sum(len({e.image_id for e in p.track.elements} & ids) >= 2 for p in source.points3D.values())
+    assert part.num_points3D() == expected > 0 and expected < source.num_points3D()
+    assert part.find_image_with_name(extra).num_points3D == 0
+
+
+TRAINING_STACK = "pytorch_lightning,lightning,lightning_utilities,torchmetrics,wandb"  # setup.cfg's [train] extra
+
+
+def test_infer_needs_no_training_stack(competition, first_run, tmp_path):
+    """The default install has no Lightning or wandb: infer.py with the shipped model (--poses seeded),
+    a report and an export runs with those imports blocked and writes the same images."""
+    work = tmp_path / "work"
+    shutil.copytree(first_run[2], work)  # the run's features and matches: only the poses are recomputed
+    cmd = [sys.executable, "tests/blocked_imports.py", TRAINING_STACK, "infer.py", "--data", str(competition / "train"),
+           "--out", str(tmp_path / "s.csv"), "--work", str(work), *FAST, "--export", str(tmp_path / "export"),
+           "--report", str(tmp_path / "report"), "--checkpoint", "checkpoints/memposer-tracks.safetensors"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(r.image for r in read_poses(tmp_path / "s.csv")) == sorted(r.image for r in read_poses(first_run[0]))
+    assert (tmp_path / "report" / "index.html").is_file() and (tmp_path / "export").is_dir()
 
 
 def test_killed_run_resumes_to_the_same_file(competition, first_run, tmp_path):

@@ -57,7 +57,8 @@ def _make(root: Path):
                   "verified": [["A0.png", "A1.png", 250], ["A1.png", "B0.png", 40], ["B3.png", "B4.png", 90]],
                   "clusters": {"c1": ["A0.png", "A1.png", "A2.png", "A3.png", "A4.png", "B0.png", "B1.png"],
                                "c2": ["B2.png", "B3.png", "B4.png"]},
-                  "outliers": ["o0.png", "o1.png"]}}
+                  "outliers": ["o0.png", "o1.png"],
+                  "points": {"c1": (rng.normal(size=(300, 3)) * 2).tolist()}}}
     return views
 
 
@@ -236,6 +237,13 @@ def test_cli_end_to_end_and_bad_input(report, tmp_path):
 
 PROBE = """<script>
 window.addEventListener("load", () => {
+  const drawn = [...document.querySelectorAll("canvas.mp3d")].map(c => {
+    const px = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 0; i < px.length; i += 4) if (px[i] < 250 || px[i + 1] < 250 || px[i + 2] < 250) n++;
+    return n;
+  });
+  document.body.setAttribute("data-canvas", drawn.join(","));
   const bad = [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.getAttribute("src"));
   document.body.setAttribute("data-images", String(document.images.length));
   document.body.setAttribute("data-broken", bad.join("|"));
@@ -264,9 +272,57 @@ def test_index_renders_in_headless_chromium(report):
     n_images = int(re.search(r'data-images="(\d+)"', body.group(1)).group(1))
     assert n_images == 7  # 3 camera plots, the pair graph, 3 thumbnail grids
     assert 'data-broken=""' in body.group(1), body.group(1)
+    drawn = [int(n) for n in re.search(r'data-canvas="([\d,]*)"', body.group(1)).group(1).split(",")]
+    assert len(drawn) == 2 and min(drawn) > 300, drawn  # one 3D view per dataset, each with frustums drawn
     console = [ln for ln in p.stderr.splitlines() if "CONSOLE" in ln]
     assert not console, console
     assert "memposer report" in p.stdout and "61.54" in p.stdout
+
+
+def _scene_json(page: Path) -> dict:
+    return json.loads(re.search(r'<script type="application/json" id="[^"]+">(.*?)</script>', page.read_text(),
+                                re.S).group(1))
+
+
+def test_scene3d_aligns_clusters_with_the_metric(report):
+    """d2's cluster k (exact poses moved by a similarity) drawn in its scene's frame through the metric's
+    alignment: every predicted frustum lies on a true one; d 1's c1 carries the pipeline's points."""
+    out = report[1].parent
+    d2 = _scene_json(out / "d2" / "scene3d.html")
+    (k,) = d2["groups"]
+    assert (k["name"], k["scene"], k["cameras"]) == ("k", "X", 5)
+    pred, gt = np.array(k["frustums"]), np.array(k["gt"])
+    assert pred.shape == (5, 15) and gt.shape == (6, 15)
+    assert np.abs(pred[:, None] - gt[None]).max(-1).min(1).max() < 2e-3  # to the JSON's rounding
+    assert np.ptp(gt[:, :3], axis=0).max() > 0.5  # not all cameras on one spot
+    d1 = {g["name"]: g for g in _scene_json(out / "d_1" / "scene3d.html")["groups"]}
+    assert sorted(d1) == ["c1", "c2"] and d1["c1"]["scene"] == "A" and d1["c2"]["scene"] == B
+    assert 250 < d1["c1"]["n_points"] <= 300 and len(d1["c1"]["points"]) == 3 * d1["c1"]["n_points"]
+    assert d1["c2"]["points"] == [] and len(d1["c2"]["frustums"]) == 3
+    index = report[1].read_text()
+    assert index.count('<canvas class="mp3d" data-src="scene3d-') == 2 and index.count("use strict") == 1  # the viewer inlined once
+    assert not re.search(r"(src|href)=\"(https?:)?//", index)  # nothing from the network
+
+
+def test_snapshot_of_the_3d_view(report, tmp_path):
+    """``python -m memposer.report.snapshot`` (the README picture's command): a small PNG with d2's
+    frustums in cluster k's colour on the white canvas."""
+    if shutil.which("chromium") is None and shutil.which("chromium-browser") is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    out = report[1].parent
+    p = subprocess.run([sys.executable, "-m", "memposer.report.snapshot", str(out), str(tmp_path / "v.png"),
+                        "--dataset", "d2", "--width", "640", "--height", "560"], capture_output=True, text=True,
+                       timeout=180)
+    assert p.returncode == 0, p.stderr[-2000:]
+    with Image.open(tmp_path / "v.png") as im:
+        assert im.size == (640, 560)
+        px = np.asarray(im.convert("RGB")).reshape(-1, 3).astype(int)
+    blue = np.abs(px - [0x1F, 0x77, 0xB4]).max(1) < 40  # tab10's first colour: cluster k
+    assert blue.sum() > 100, blue.sum()
+    assert (tmp_path / "v.png").stat().st_size < 300_000
+    p = subprocess.run([sys.executable, "-m", "memposer.report.snapshot", str(tmp_path), str(tmp_path / "w.png")],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "no */scene3d.html" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_confusion_missing_foreign_and_duplicate_rows():
