@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model_eval import pair_errors_deg  # benchmarks/model_eval.py: a script's own folder is first on sys.path
+
 from memposer.data.tracks import _object_points, _view_window
 from memposer.pipeline.tracks import select_tracks
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_eval import pair_errors_deg  # noqa: E402
 
 
 def main(argv=None) -> int:
