@@ -8,7 +8,23 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
+import re
+
 import yaml
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``3e-4`` (no dot) as a string; people write learning rates that way."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
+def _yaml(text):
+    return yaml.load(text, Loader=_Loader)
 
 
 def config_dir() -> Path:
@@ -49,7 +65,7 @@ def read_yaml(path: Path) -> Dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     with open(path) as f:
-        conf = yaml.safe_load(f) or {}
+        conf = _yaml(f) or {}
     if not isinstance(conf, dict):
         raise ValueError(f"{path} must hold a mapping")
     base = conf.pop("base", None)
@@ -73,7 +89,7 @@ def parse_overrides(args: Sequence[str]) -> List[Tuple[str, Any]]:
         if "=" not in a:
             raise ValueError(f"cannot parse override {args[i]!r}: use key.sub=value or --key.sub value")
         k, v = a.split("=", 1)
-        out.append((k, yaml.safe_load(v) if v != "" else None))
+        out.append((k, _yaml(v) if v != "" else None))
         i += 1
     return out
 
