@@ -149,11 +149,12 @@ def run_pipeline(data_dir: Path | str, out_csv: Path | str, conf: Optional[dict]
     data_dir, out_csv = Path(data_dir), Path(out_csv)
     work_dir = Path(work_dir) if work_dir else out_csv.parent / "memposer_work"
     with work_lock(work_dir):
-        return _run_locked(data_dir, out_csv, conf, work_dir, predictor, datasets, progress)
+        return _run_locked(data_dir, out_csv, conf, work_dir, predictor, datasets, progress, export_dir)
 
 
 def _run_locked(data_dir: Path, out_csv: Path, conf: dict, work_dir: Path, predictor: Optional[Predictor],
-                datasets: Optional[Sequence[str]], progress: bool) -> RunResult:
+                datasets: Optional[Sequence[str]], progress: bool,
+                export_dir: Optional[Path | str] = None) -> RunResult:
     seed_everything(conf["seed"])
     if export_dir is not None:
         export_dir = Path(export_dir)
