@@ -252,4 +252,3 @@ def test_shipped_model_predicts_from_the_pipeline_database_independent_of_order(
     R2, t2 = R2[back], t2[back]
     for a, b in [(0, 1), (1, len(names) - 1), (2, 3)]:
         assert rotation_error(R2[b] @ R2[a].T, R[b] @ R[a].T) < 0.05  # degrees
-
