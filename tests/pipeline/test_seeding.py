@@ -124,3 +124,28 @@ def test_restrict_keeps_only_the_named_images(tmp_path):
     q, q_all = seeding.reconstruction_quality(part), seeding.reconstruction_quality(truth)
     assert seeding.registered_names(part) == set(names[:4]) and truth.num_reg_images() == len(names)
     assert q["observations"] == pytest.approx(q_all["observations"] * 4 / len(names), rel=0.2)
+
+
+@pytest.mark.slow  # spawns two worker pools
+def test_mapping_workers_follow_the_consoles_colmap_level(tmp_path, capfd):
+    """Spawned mapping processes take COLMAP's log level from the parent: silent by default, COLMAP's
+    own lines with -v (the control shows that the check can see them)."""
+    import re
+
+    from memposer import colmap
+    from memposer.pipeline.reconstruction import reconstruct_clusters
+
+    db_path, names, _, _, _ = _scene(tmp_path)
+    glog = re.compile(r"^[IW]\d{8} ", re.M)
+    seen = {}
+    try:
+        for level in (2, 0):
+            colmap.quiet(level)
+            capfd.readouterr()
+            res = reconstruct_clusters([names[:6], names[6:]], db_path, tmp_path, tmp_path / str(level),
+                                       {"num_threads": 1, "workers": 2}, progress=False)
+            assert all(r is not None and r.models for r in res)
+            seen[level] = len(glog.findall(capfd.readouterr().err))
+    finally:
+        colmap.quiet(2)
+    assert seen[2] == 0 and seen[0] > 10, seen
