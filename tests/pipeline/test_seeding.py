@@ -109,12 +109,12 @@ def test_seeded_model_never_merges_the_mappers_split(tmp_path):
 
     pred = {n: (Rn[i], tn[i]) for i, n in enumerate(names)}
     conf = {**rc.default_conf, "poses": "seeded", "num_threads": 1}
-    res = rc._seeded_models(db_path, names, pred, mapped, conf)
+    res, _ = rc._seeded_models(db_path, names, pred, mapped, conf)
     assert sorted(map(len, res.models)) == [5, 7] and res.path == "seeded"
     assert not any(set(m) & a and set(m) & b for m in res.models)
     # min_model_size holds on the seeded path too: models below it are dropped
     small = [seeding.restrict(truth, set(names[:10])), seeding.restrict(truth, set(names[10:]))]
-    res = rc._seeded_models(db_path, names, pred, small, {**conf, "min_model_size": 3})
+    res, _ = rc._seeded_models(db_path, names, pred, small, {**conf, "min_model_size": 3})
     assert [len(m) for m in res.models] == [10]
 
 
