@@ -63,7 +63,7 @@ def test_checkpoint_resume_and_init_from(tmp_path):
 
 @pytest.mark.parametrize("override,message", [
     ("data.scenes.camras=[2,3]", "unknown data.scenes option"),
-    ("datum.root=x", "unknown config key datum"),
+    ("datum.root=x", "unknown config key datum (did you mean data?); valid keys: attention,"),
     ("model=huge", "model config 'huge' not found"),
     ("model.dimm=3", "unknown model option"),
     ("trainer.no_such_option=1", "bad trainer option"),
