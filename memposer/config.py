@@ -6,7 +6,7 @@ import copy
 import difflib
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import re
 
@@ -57,6 +57,12 @@ def deep_merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
         else:
             out[k] = copy.deepcopy(v)
     return out
+
+
+def merge_strict(base: Dict[str, Any], over: Optional[Dict[str, Any]], where: str = "") -> Dict[str, Any]:
+    """``deep_merge`` after ``check_keys``: every key of ``over`` must exist in ``base`` (``where`` names it)."""
+    check_keys(over or {}, base, where)
+    return deep_merge(base, over or {})
 
 
 def read_yaml(path: Path) -> Dict[str, Any]:

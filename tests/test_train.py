@@ -57,6 +57,11 @@ def test_checkpoint_resume_and_init_from(tmp_path):
     r = train(*common(tmp_path / "i"), "trainer.max_steps=1", f"init_from={tmp_path / 'model.safetensors'}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "weights initialised from" in r.stderr
+    # a refinement model starts from the same decoder; only its new modules are fresh
+    r = train(*common(tmp_path / "k"), "model.refine_iters=1", "model.refine_depth=1", "trainer.max_steps=1",
+              f"init_from={tmp_path / 'model.safetensors'}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "new modules start fresh: ['ray_encoder', 'refine_head', 'refiner']" in r.stderr
     r = train(*common(tmp_path / "j"), "model.dim=48", "trainer.max_steps=1", f"init_from={tmp_path / 'model.safetensors'}")
     assert r.returncode == 2 and "differs from" in r.stderr
 
@@ -65,7 +70,7 @@ def test_checkpoint_resume_and_init_from(tmp_path):
     ("data.scenes.camras=[2,3]", "unknown data.scenes option"),
     ("datum.root=x", "unknown config key datum (did you mean data?); valid keys: attention,"),
     ("model=huge", "model config 'huge' not found"),
-    ("model.dimm=3", "unknown model option"),
+    ("model.dimm=3", "unknown config key model.dimm (did you mean model.dim?)"),
     ("trainer.no_such_option=1", "bad trainer option"),
 ])
 def test_user_errors_are_one_clear_line(tmp_path, override, message):

@@ -64,7 +64,8 @@ class SymmetricDecoder(nn.Module):
                                     for i in range(depth))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, frames, mask, obs, vis, memory: MemoryState) -> Tuple[torch.Tensor, MemoryState]:
+    def forward(self, frames, mask, obs, vis, memory: MemoryState) -> Tuple[torch.Tensor, torch.Tensor, MemoryState]:
+        """-> (normalised frame tokens, observation tokens, memory) after the last layer."""
         for layer in self.layers:
             frames, obs, memory = layer(frames, mask, obs, vis, memory)
-        return self.norm(frames), memory
+        return self.norm(frames), obs, memory

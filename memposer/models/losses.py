@@ -33,6 +33,7 @@ default_loss_conf = {
     "w_dist": 1.0,
     "w_conf": 0.1,
     "w_smooth": 0.0,
+    "w_passes": 0.5,            # weight of each earlier refinement pass's pose terms (mean over passes)
     "conf_temperature_deg": 10.0,
 }
 
@@ -113,13 +114,8 @@ def pose_loss(pred: Dict[str, torch.Tensor], R_gt: torch.Tensor, t_gt: torch.Ten
               conf: Optional[Dict[str, float]] = None, is_sequence: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
     """Total loss and its terms. pred from MemPoser.forward; R_gt (B,K,3,3), t_gt (B,K,3), mask (B,K)."""
     conf = {**default_loss_conf, **(conf or {})}
-    e = pair_errors(pred["R"], pred["t"], R_gt, t_gt, mask)
-    terms = {
-        "rot": _masked_mean(e["rot"], e["valid"]),
-        "tdir": _masked_mean(e["tdir"], e["tvalid"]),
-        "dist": _masked_mean(e["dist"], e["valid"]),
-    }
-    total = conf["w_rot"] * terms["rot"] + conf["w_tdir"] * terms["tdir"] + conf["w_dist"] * terms["dist"]
+    e, terms = pose_terms(pred, R_gt, t_gt, mask)
+    total = _weighted(terms, conf)
     if conf["w_conf"] > 0 and "conf_logit" in pred:
         per_frame = (e["rot"].sum(2) / e["valid"].sum(2).clamp_min(1)).detach()
         target = torch.exp(-torch.rad2deg(per_frame) / conf["conf_temperature_deg"])
@@ -129,5 +125,21 @@ def pose_loss(pred: Dict[str, torch.Tensor], R_gt: torch.Tensor, t_gt: torch.Ten
     if conf["w_smooth"] > 0 and is_sequence is not None and bool(is_sequence.any()):
         terms["smooth"] = smoothness_loss(pred["R"], pred["t"], mask, is_sequence)
         total = total + conf["w_smooth"] * terms["smooth"]
+    if pred.get("passes") and conf["w_passes"] > 0:
+        earlier = [_weighted(pose_terms(p, R_gt, t_gt, mask)[1], conf) for p in pred["passes"]]
+        terms["passes"] = sum(earlier) / len(earlier)
+        total = total + conf["w_passes"] * terms["passes"]
     terms["loss"] = total
     return terms
+
+
+def pose_terms(pred: Dict[str, torch.Tensor], R_gt: torch.Tensor, t_gt: torch.Tensor,
+               mask: torch.Tensor) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """``(pair_errors, {"rot", "tdir", "dist"})``: one prediction's per-pair errors and their means."""
+    e = pair_errors(pred["R"], pred["t"], R_gt, t_gt, mask)
+    return e, {"rot": _masked_mean(e["rot"], e["valid"]), "tdir": _masked_mean(e["tdir"], e["tvalid"]),
+               "dist": _masked_mean(e["dist"], e["valid"])}
+
+
+def _weighted(terms: Dict[str, torch.Tensor], conf: Dict[str, float]) -> torch.Tensor:
+    return conf["w_rot"] * terms["rot"] + conf["w_tdir"] * terms["tdir"] + conf["w_dist"] * terms["dist"]

@@ -13,29 +13,18 @@ Public API::
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Dict, Optional
 
 import torch
 import torch.nn as nn
 
+from memposer.config import merge_strict
+from memposer.geometry import t_from_center
 from memposer.models.decoder import SymmetricDecoder
 from memposer.models.encoder import ObservationEncoder
 from memposer.models.heads import PoseHead
 from memposer.models.memory import TrackMemory, masked_mean
-
-
-def merge_conf(default: Dict[str, Any], conf: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """Recursive dict merge; unknown keys are an error so typos do not pass silently."""
-    out = copy.deepcopy(default)
-    for k, v in (conf or {}).items():
-        if k not in out:
-            raise KeyError(f"unknown model option {k!r}; known: {sorted(out)}")
-        if isinstance(out[k], dict) and isinstance(v, dict):
-            out[k] = merge_conf(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
+from memposer.models.refine import RayEncoder, canonical_gauge
 
 
 class MemPoser(nn.Module):
@@ -46,11 +35,13 @@ class MemPoser(nn.Module):
         "mlp_ratio": 2.0,
         "desc_dim": 0,          # per-observation descriptor size (0: points only)
         "max_tracks": 1024,     # inference: tracks kept per cluster (the longest)
+        "refine_iters": 0,      # pose-conditioned refinement passes after the decoder (models/refine.py)
+        "refine_depth": 2,      # layers of the shared refiner (same weights in every pass)
     }
 
     def __init__(self, conf: Optional[Dict[str, Any]] = None):
         super().__init__()
-        self.conf = conf = merge_conf(self.default_conf, conf)
+        self.conf = conf = merge_strict(self.default_conf, conf, "model.")
         dim = conf["dim"]
         self.encoder = ObservationEncoder(dim, conf["desc_dim"])
         self.frame_token = nn.Parameter(torch.zeros(dim))
@@ -58,13 +49,19 @@ class MemPoser(nn.Module):
         self.memory = TrackMemory(dim)
         self.decoder = SymmetricDecoder(dim, conf["num_heads"], conf["depth"], conf["mlp_ratio"])
         self.head = PoseHead(dim)
+        if conf["refine_iters"] > 0:
+            self.ray_encoder = RayEncoder(dim)
+            self.refiner = SymmetricDecoder(dim, conf["num_heads"], conf["refine_depth"], conf["mlp_ratio"])
+            self.refine_head = PoseHead(dim)  # starts at the identity update
 
     def forward(self, obs: torch.Tensor, vis: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 desc: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """obs (B,N,P,2) normalised points, vis (B,N,P) bool, mask (B,N) real frames (default: all).
 
         Returns ``{"R": (B,N,3,3), "t": (B,N,3), "center", "conf", "conf_logit"}``: world-to-camera,
-        one arbitrary similarity gauge per scene; padded frames' rows are meaningless.
+        one arbitrary similarity gauge per scene; padded frames' rows are meaningless. With
+        ``refine_iters`` > 0 these are the last pass's, and ``"passes"`` lists every earlier pass's
+        output (for the loss), first the decoder's.
         """
         if obs.ndim != 4 or obs.shape[-1] != 2 or vis.shape != obs.shape[:-1]:
             raise ValueError(f"expected obs (B,N,P,2) and vis (B,N,P), got {tuple(obs.shape)}, {tuple(vis.shape)}")
@@ -73,8 +70,28 @@ class MemPoser(nn.Module):
         x = self.encoder(obs, vis, desc)
         frames = self.frame_token + self.frame_proj(masked_mean(x, vis, 2))
         memory = self.memory.init(x, vis)
-        frames, memory = self.decoder(frames, mask, x, vis, memory)
-        return self.head(frames)
+        frames, x, memory = self.decoder(frames, mask, x, vis, memory)
+        out = self.head(frames)
+        passes = []
+        for _ in range(self.conf["refine_iters"]):
+            passes.append(out)
+            out, frames, x, memory = self._refine(out, frames, mask, obs, x, vis, memory)
+        if passes:
+            out["passes"] = passes
+        return out
+
+    def _refine(self, prev, frames, mask, obs, x, vis, memory):
+        """One refinement pass from the previous poses (detached) -> (poses, frames, obs tokens, memory)."""
+        with torch.autocast(obs.device.type, enabled=False):  # geometry in fp32 (SVD, solve) under AMP
+            R, c = canonical_gauge(prev["R"].detach().float(), prev["center"].detach().float(), mask)
+        rx, rf = self.ray_encoder(obs, vis, R, c)
+        frames, x, memory = self.refiner(frames + rf, mask, x + rx, vis, memory)
+        delta = self.refine_head(frames)
+        with torch.autocast(obs.device.type, enabled=False):
+            R = delta["R"].float() @ R   # the update is applied in each camera's own frame
+            c = c + delta["center"].float()
+        out = {"R": R, "t": t_from_center(R, c), "center": c, "conf": delta["conf"], "conf_logit": delta["conf_logit"]}
+        return out, frames, x, memory
 
     @torch.no_grad()
     def predict(self, obs: torch.Tensor, vis: torch.Tensor, desc: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:

@@ -11,7 +11,8 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from memposer.models.attention import set_backend
 from memposer.models.checkpoint import load_checkpoint, save_checkpoint
-from memposer.models.mempose import MemPoser, merge_conf
+from memposer.config import merge_strict
+from memposer.models.mempose import MemPoser
 from memposer.training.callbacks import ParamChecksum, Throughput
 from memposer.training.data import TrackDataModule
 from memposer.training.module import MemPoserModule
@@ -36,20 +37,34 @@ def make_logger(conf: Dict[str, Any]):
     raise ValueError(f"logger must be wandb, csv or none, got {conf['logger']!r}")
 
 
+# Options that may differ between an ``init_from`` source and the model trained from it: the
+# refinement passes are new modules on top of the same decoder, initialised fresh.
+_INIT_FREE = {"refine_iters", "refine_depth", "max_tracks"}
+
+
+def init_weights(model: MemPoser, path: str) -> None:
+    """Copy an export's weights into ``model``; modules the source lacks (refinement) start fresh."""
+    src = load_checkpoint(path)
+    differ = {k for k in model.conf if src.conf.get(k) != model.conf[k]} - _INIT_FREE
+    if differ:
+        raise ValueError(f"init_from {path}: its model config {src.conf} differs from {model.conf} in {sorted(differ)}")
+    missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
+    if unexpected:
+        raise ValueError(f"init_from {path}: tensors the model does not have: {unexpected[:8]}")
+    fresh = sorted({k.split(".")[0] for k in missing})
+    log.info("weights initialised from %s%s", path, f"; new modules start fresh: {fresh}" if fresh else "")
+
+
 def main(conf: Dict[str, Any]) -> Dict[str, float]:
     """Train (or resume) and export the model-only checkpoint; returns the final logged metrics."""
     pl.seed_everything(conf["seed"], workers=True)
     set_backend(conf["attention"])
-    model_conf = merge_conf(MemPoser.default_conf, conf["model"])
+    model_conf = merge_strict(MemPoser.default_conf, conf["model"], "model.")
     dm = TrackDataModule(conf["data"], seed=conf["seed"])
     module = MemPoserModule(model_conf, conf["loss"], conf["optim"])
     log.info("MemPoser: %.2f M parameters", module.model.num_parameters() / 1e6)
     if conf["init_from"]:
-        src = load_checkpoint(conf["init_from"])
-        if src.conf != module.model.conf:
-            raise ValueError(f"init_from {conf['init_from']}: its model config {src.conf} differs from {module.model.conf}")
-        module.model.load_state_dict(src.state_dict())
-        log.info("weights initialised from %s", conf["init_from"])
+        init_weights(module.model, conf["init_from"])
     out = Path(conf["output_dir"])
     ck = conf["checkpoint"]
     ckpt_cb = ModelCheckpoint(dirpath=ck.get("dirpath") or str(out / "checkpoints"), monitor=ck.get("monitor"),

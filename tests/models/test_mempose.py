@@ -22,8 +22,12 @@ def tiny_model(seed=0, **over) -> MemPoser:
     return MemPoser({**TINY, **over}).eval()
 
 
-def test_forward_backward_shapes_and_grads():
-    m = tiny_model().train()
+REFINE = [{}, {"refine_iters": 2, "refine_depth": 1}]
+
+
+@pytest.mark.parametrize("over", REFINE, ids=["decoder", "refined"])
+def test_forward_backward_shapes_and_grads(over):
+    m = tiny_model(**over).train()
     b = sample_batch(0, 3, SMALL_SCENES)
     out = m(b["obs"], b["vis"], b["mask"])
     B, N = b["mask"].shape
@@ -37,8 +41,21 @@ def test_forward_backward_shapes_and_grads():
     assert no_grad == []
 
 
-def test_equivariant_in_frames_and_tracks():
-    m = tiny_model()
+@pytest.mark.parametrize("over", REFINE, ids=["decoder", "refined"])
+def test_bf16_autocast_trains_with_fp32_poses(over):
+    """As under Lightning's bf16-mixed: the refinement's SVD and solve must not see bf16."""
+    m = tiny_model(**over).train()
+    b = sample_batch(4, 2, SMALL_SCENES)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(b["obs"], b["vis"], b["mask"])
+        loss = pose_loss(out, b["R"], b["t"], b["mask"])["loss"]
+    loss.backward()
+    assert out["R"].dtype == torch.float32 and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("over", REFINE, ids=["decoder", "refined"])
+def test_equivariant_in_frames_and_tracks(over):
+    m = tiny_model(**over)
     b = sample_batch(1, 1, SMALL_SCENES)
     N, P = b["vis"].shape[1:]
     fp, tp = torch.randperm(N, generator=torch.Generator().manual_seed(1)), torch.randperm(P)
@@ -49,8 +66,9 @@ def test_equivariant_in_frames_and_tracks():
         assert (a[k][0, fp] - c[k][0]).abs().max() < 1e-4, k
 
 
-def test_padding_and_other_scenes_do_not_change_a_scene():
-    m = tiny_model()
+@pytest.mark.parametrize("over", REFINE, ids=["decoder", "refined"])
+def test_padding_and_other_scenes_do_not_change_a_scene(over):
+    m = tiny_model(**over)
     b = sample_batch(2, 2, SMALL_SCENES)
     n0 = int(b["mask"][0].sum())
     p0 = int(b["vis"][0].any(0).nonzero().max()) + 1

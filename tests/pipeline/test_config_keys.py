@@ -79,16 +79,17 @@ def test_every_infer_preset_loads_with_strict_keys(preset):
 def test_every_other_preset_loads_with_strict_keys():
     """Training, model and synthetic presets go through their own strict loaders."""
     from memposer.data.synthetic.generate import available_presets, load_conf
-    from memposer.models.mempose import MemPoser, merge_conf
+    from memposer.config import merge_strict
+    from memposer.models.mempose import MemPoser
     from memposer.training.config import load_config, resolve_model
 
     for name in available_presets():
         load_conf(name)
     for p in sorted((config_dir() / "model").glob("*.yaml")):
-        merge_conf(MemPoser.default_conf, resolve_model(p.stem))
+        merge_strict(MemPoser.default_conf, resolve_model(p.stem), "model.")
     for p in sorted(config_dir().glob("train*.yaml")):
         conf = load_config(p)
-        merge_conf(MemPoser.default_conf, conf["model"])
+        merge_strict(MemPoser.default_conf, conf["model"], "model.")
 
 
 @pytest.mark.parametrize("key,expect", [
