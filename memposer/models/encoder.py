@@ -12,6 +12,12 @@ import torch
 import torch.nn as nn
 
 
+def unit_bearing(obs: torch.Tensor) -> torch.Tensor:
+    """Normalised image points (..., 2) -> unit viewing directions (..., 3) in the camera frame."""
+    bearing = torch.cat([obs, torch.ones_like(obs[..., :1])], -1)
+    return bearing / bearing.norm(dim=-1, keepdim=True)
+
+
 class ObservationEncoder(nn.Module):
     """(B,N,P,2) points (+ (B,N,P,D) descriptors) -> (B,N,P,C) features, zero where not observed."""
 
@@ -25,8 +31,7 @@ class ObservationEncoder(nn.Module):
 
     def forward(self, obs: torch.Tensor, vis: torch.Tensor, desc: Optional[torch.Tensor] = None) -> torch.Tensor:
         obs = obs.float()
-        bearing = torch.cat([obs, torch.ones_like(obs[..., :1])], -1)
-        bearing = bearing / bearing.norm(dim=-1, keepdim=True)
+        bearing = unit_bearing(obs)
         ang = (obs[..., None] * self.freqs).flatten(-2)
         x = self.mlp(torch.cat([obs, bearing, ang.sin(), ang.cos()], -1))
         if self.desc is not None and desc is not None:

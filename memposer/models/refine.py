@@ -19,6 +19,8 @@ from typing import Tuple
 import torch
 import torch.nn as nn
 
+from memposer.models.encoder import unit_bearing
+
 NUM_RAY_FEATURES = 16
 _EPS = 1e-6
 
@@ -69,9 +71,7 @@ def ray_features(obs: torch.Tensor, vis: torch.Tensor, R: torch.Tensor, c: torch
     its log depth, and the log number of rays of the track. Zero where not observed.
     """
     obs = obs.float()
-    bearing = torch.cat([obs, torch.ones_like(obs[..., :1])], -1)
-    bearing = bearing / bearing.norm(dim=-1, keepdim=True)
-    d = (R.transpose(-1, -2)[:, :, None] @ bearing[..., None])[..., 0]                # (B,N,P,3)
+    d = (R.transpose(-1, -2)[:, :, None] @ unit_bearing(obs)[..., None])[..., 0]                # (B,N,P,3)
     cen = c[:, :, None].expand_as(d)
     X = triangulate(d, c, vis)                                                          # (B,P,3)
     Xc = (R[:, :, None] @ (X[:, None] - cen)[..., None])[..., 0]
