@@ -182,6 +182,7 @@ def main(argv=None) -> int:
     p.add_argument("--distance-scale", type=float, nargs=2, default=[1.0, 1.0], help="camera distances x this")
     p.add_argument("--window", type=float, default=0.0, help="share of synthetic scenes with view windows")
     p.add_argument("--view-window", type=float, nargs=2, default=scene_defaults["view_window"], help="degrees")
+    p.add_argument("--layouts", nargs="+", metavar="NAME=W", help="scene layout mix, e.g. handheld=1")
     p.add_argument("--reference", type=Path, help="a COLMAP model: evaluate on its own tracks")
     p.add_argument("--every", type=int, default=3, help="with --reference: every k-th image")
     p.add_argument("--max-images", type=int, default=24, help="with --reference")
@@ -198,11 +199,13 @@ def main(argv=None) -> int:
     results = {}
     conf = {**scene_defaults, "cameras": a.cameras, "tracks": a.tracks, "background": a.background,
             "distance_scale": a.distance_scale, "view_window_p": a.window, "view_window": a.view_window}
+    if a.layouts:
+        conf["layouts"] = {k: float(w) for k, w in (x.split("=") for x in a.layouts)}
     for run in range(a.runs if a.synthetic else 0):
         t = synthetic(model, a.synthetic, run, conf, not a.no_ra)
         results[f"synthetic run {run}"] = t
         print_table(f"synthetic held-out, run {run}: {a.synthetic} scenes, cameras {a.cameras}, {a.tracks} tracks, "
-                    f"background {a.background}, distance x{a.distance_scale}, view windows {a.window}", t)
+                    f"background {a.background}, distance x{a.distance_scale}, view windows {a.window}, layouts {conf['layouts']}", t)
     for run in range(a.runs if a.reference else 0):
         for mt in a.max_tracks:
             for scene, t in reference(model, a.reference, a.every, run, a.max_images, mt, not a.no_ra).items():

@@ -1,8 +1,9 @@
 """Synthetic point-track scenes: the training data of the track MemPoser, nearly free to make.
 
-A scene is random 3D points seen by cameras of one of three layouts (``orbit`` around an object,
+A scene is random 3D points seen by cameras of one of four layouts (``orbit`` around an object,
 ``landmark`` photographed from a wide front sector at mixed distances, ``walk`` along a smooth
-path as a video would). Each point is observed where it projects inside the image and faces the
+path as a video would, ``handheld``: a video around an object that sweeps back and forth over an
+arc while rising and falling, the object off-centre; off in the default mix). Each point is observed where it projects inside the image and faces the
 camera; observations then get pixel noise, random drops and wrong positions (outlier matches),
 and are normalised by a *prior* focal length that is often wrong, as in the pipeline, where COLMAP
 assumes ``1.2 * max(width, height)`` without EXIF.
@@ -36,7 +37,7 @@ default_conf: Dict[str, Any] = {
     "outliers": [0.0, 0.2],         # share of observations replaced by a wrong position
     "min_obs_per_camera": 8,
     # Realism knobs, off for the shipped checkpoint (docs/results.md: its gap on real photos):
-    "background": 0.0,              # share of points on a far background (orbit / landmark scenes)
+    "background": 0.0,              # share of points on a far background (not in walks); [lo, hi]: drawn per scene
     "distance_scale": [1.0, 1.0],   # orbit / landmark camera distances times this (small objects)
     # Real tracks are short: a descriptor matches only over a limited change of viewpoint and scale
     # (beer's reference model: median track length 3 of 24 frames). With probability view_window_p
@@ -103,6 +104,8 @@ def _cameras(rng: np.random.Generator, layout: str, n: int) -> tuple:
         el = np.deg2rad(rng.uniform(-5, 35, n))
         c = np.stack([r * np.cos(el) * np.cos(az), r * np.cos(el) * np.sin(az), 0.5 + r * np.sin(el) * 0.5], 1)
         target = np.array([0, -0.6, 0.5]) + rng.normal(0, 0.4, (n, 3))
+    elif layout == "handheld":
+        return _handheld_cameras(rng, n)
     else:  # walk: a smooth path in a room, looking ahead or to the side
         s = np.linspace(0, 1, n)
         k = rng.normal(0, 1, (3, 3))
@@ -115,6 +118,23 @@ def _cameras(rng: np.random.Generator, layout: str, n: int) -> tuple:
         w = rng.uniform(-1, 1)
         target = c + 3 * (ahead * (1 - abs(w)) + side * w) + rng.normal(0, 0.2, (n, 3))
     return c, target
+
+
+def _handheld_cameras(rng: np.random.Generator, n: int) -> tuple:
+    """A handheld video around an object: frames in capture order along a path that sweeps back and
+    forth over an arc of azimuth, rises and falls in elevation (side views to nearly top-down),
+    moves in and out, and aims at the object only roughly."""
+    s = np.sort(rng.uniform(0, 1, n))
+
+    def wave(cycles: float) -> np.ndarray:  # in [-1, 1], ``cycles`` periods over the video
+        return np.sin(2 * np.pi * cycles * s + rng.uniform(0, 2 * np.pi))
+
+    az = rng.uniform(0, 2 * np.pi) + np.deg2rad(rng.uniform(40, 200)) / 2 * wave(rng.uniform(0.5, 2.5))
+    el = np.deg2rad(np.clip(rng.uniform(0, 45) + rng.uniform(0, 35) * wave(rng.uniform(0.3, 2.0)), -15, 80))
+    r = rng.uniform(2.5, 6.0) * (1 + rng.uniform(0, 0.25) * wave(rng.uniform(0.3, 1.5)))
+    c = np.stack([r * np.cos(el) * np.cos(az), r * np.cos(el) * np.sin(az), r * np.sin(el)], 1)
+    aim = np.tan(np.deg2rad(rng.uniform(2, 12)))  # how far off the object the camera points
+    return c, rng.normal(0, 1, (n, 3)) * (r * aim)[:, None]
 
 
 def _view_window(rng: np.random.Generator, seen: np.ndarray, to_cam: np.ndarray, conf: dict) -> np.ndarray:
@@ -149,11 +169,13 @@ def sample_scene(rng: np.random.Generator, conf: Optional[Dict[str, Any]] = None
 
 def _try_scene(rng: np.random.Generator, conf: dict, layout: str) -> Optional[Dict[str, np.ndarray]]:
     n = int(rng.integers(conf["cameras"][0], conf["cameras"][1] + 1))
-    pts, normals = {"orbit": _object_points, "landmark": _facade_points, "walk": _room_points}[layout](rng, conf["points"])
+    make = {"orbit": _object_points, "handheld": _object_points, "landmark": _facade_points, "walk": _room_points}
+    pts, normals = make[layout](rng, conf["points"])
     centres, targets = _cameras(rng, layout, n)
     if layout != "walk":
         centres = centres * _range(rng, conf["distance_scale"])
-        k = int(round(conf["background"] * len(pts)))
+        bg = conf["background"]  # a number draws nothing: old seeds give the old scenes
+        k = int(round((_range(rng, bg) if isinstance(bg, (list, tuple)) else bg) * len(pts)))
         if k:  # a far backdrop: a shell behind the object, seen from inside (normals point inwards)
             d = rng.normal(size=(k, 3))
             d /= np.linalg.norm(d, axis=1, keepdims=True)
