@@ -75,3 +75,46 @@ def test_view_windows_keep_each_point_within_its_angle_and_shorten_tracks():
         return float(np.median(lens))
     assert median_length(1.0) < 0.75 * median_length(0.0)
 
+
+
+def test_handheld_scenes_are_videos_that_sweep_an_arc_around_an_off_centre_object():
+    from memposer.data.tracks import _handheld_cameras
+
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        c, target = _handheld_cameras(rng, 40)
+        r = np.linalg.norm(c, axis=1)
+        assert (r > 2.5 * 0.74).all() and (r < 6.0 * 1.26).all()
+        el = np.degrees(np.arcsin(c[:, 2] / r))
+        assert (el >= -15 - 1e-9).all() and (el <= 80 + 1e-9).all()
+        step = np.linalg.norm(np.diff(c, axis=0), axis=1)  # frames in capture order: small steps
+        assert np.median(step) < 0.25 * np.median(r)
+        off = np.degrees(np.arctan(np.linalg.norm(target, axis=1) / r))
+        assert 0 < np.median(off) < 25  # aimed near, not at, the object's centre
+    s = sample_scene(np.random.default_rng(5), {**CLEAN, "layouts": {"handheld": 1.0}})
+    assert s["layout"] == "handheld" and np.median(_epipolar_residuals(s)) < 1e-5
+
+
+def _far_track_share(s, radius=2.0):
+    """Share of tracks whose point (triangulated from two views with the true poses) lies beyond ``radius``."""
+    R, t = s["R"].astype(float), s["t"].astype(float)
+    c = -np.einsum("nji,nj->ni", R, t)
+    far = []
+    for j in np.flatnonzero(s["vis"].sum(0) >= 2):  # (a dropped camera can leave a track one view)
+        i, k = np.flatnonzero(s["vis"][:, j])[:2]
+        d = [R[m].T @ np.r_[s["obs"][m, j], 1.0] for m in (i, k)]
+        A = np.stack([d[0], -d[1]], 1)  # c_i + a d_i = c_k + b d_k, least squares
+        ab = np.linalg.lstsq(A, c[k] - c[i], rcond=None)[0]
+        far.append(np.linalg.norm(c[i] + ab[0] * d[0]) > radius)
+    return float(np.mean(far))
+
+
+def test_background_range_is_drawn_per_scene_and_a_number_draws_nothing():
+    a = sample_batch(7, 2)
+    b = sample_batch(7, 2, {"background": 0.0})
+    assert np.array_equal(a["obs"].numpy(), b["obs"].numpy())  # a number draws nothing: old seeds, old scenes
+    conf = {**CLEAN, "noise_px": [0.0, 0.0], "layouts": {"orbit": 1.0}, "cameras": [12, 12]}
+    assert _far_track_share(sample_scene(np.random.default_rng(0), conf)) == 0.0
+    shares = [_far_track_share(sample_scene(np.random.default_rng(k), {**conf, "background": [0.0, 0.6]}))
+              for k in range(8)]
+    assert max(shares) > 0.1 and max(shares) - min(shares) > 0.1, shares
