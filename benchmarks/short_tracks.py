@@ -20,7 +20,7 @@ import torch
 
 from model_eval import pair_errors_deg  # benchmarks/model_eval.py: a script's own folder is first on sys.path
 
-from memposer.data.tracks import _object_points, _view_window
+from memposer.data.tracks import object_points, view_window_mask
 from memposer.pipeline.tracks import select_tracks
 
 
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     print(f"{len(images)} cameras of {a.reference}; points: centre {np.round(centre, 2)}, radius {radius:.2f}")
     for run in range(a.runs):
         rng = np.random.default_rng(run)
-        pts, _ = _object_points(rng, 4000)
+        pts, _ = object_points(rng, 4000)
         pts = centre + pts * radius
         Xc = np.einsum("nij,pj->npi", R, pts) + t[:, None]
         obs = Xc[..., :2] / np.maximum(Xc[..., 2:], 1e-6)
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
         to_cam = C[:, None] - pts[None]
         rows = [("all visible", inside)]
         for w in a.windows:
-            rows.append((f"window {w:g} deg", inside & _view_window(rng, inside, to_cam, {"view_window": [w, w], "view_scale": 10.0})))
+            rows.append((f"window {w:g} deg", inside & view_window_mask(rng, inside, to_cam, {"view_window": [w, w], "view_scale": 10.0})))
         for name, vis in rows:
             keep = select_tracks(vis, {"max_tracks": a.max_tracks})
             v = vis[:, keep]

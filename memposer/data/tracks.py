@@ -56,7 +56,7 @@ def _range(rng: np.random.Generator, r: Sequence[float]) -> float:
     return float(rng.uniform(r[0], r[1]))
 
 
-def _object_points(rng: np.random.Generator, n: int) -> tuple:
+def object_points(rng: np.random.Generator, n: int) -> tuple:
     """Points on a random blobby surface of radius ~1 around the origin, with outward normals."""
     d = rng.normal(size=(n, 3))
     d /= np.linalg.norm(d, axis=1, keepdims=True)
@@ -72,7 +72,7 @@ def _facade_points(rng: np.random.Generator, n: int) -> tuple:
     k = n // 2
     wall = np.stack([rng.uniform(-2, 2, k), rng.uniform(-0.3, 0.3, k) ** 3, rng.uniform(-1, 2, k)], 1)
     wn = np.tile([0.0, -1.0, 0.0], (k, 1))
-    body, bn = _object_points(rng, n - k)
+    body, bn = object_points(rng, n - k)
     body = body * 0.8 + np.array([0, -1.2, 0.3])
     return np.concatenate([wall, body]), np.concatenate([wn, bn])
 
@@ -137,8 +137,11 @@ def _handheld_cameras(rng: np.random.Generator, n: int) -> tuple:
     return c, rng.normal(0, 1, (n, 3)) * (r * aim)[:, None]
 
 
-def _view_window(rng: np.random.Generator, seen: np.ndarray, to_cam: np.ndarray, conf: dict) -> np.ndarray:
-    """(N,P) mask: observations within a point's viewing window (see ``view_window`` in default_conf)."""
+def view_window_mask(rng: np.random.Generator, seen: np.ndarray, to_cam: np.ndarray, conf: dict) -> np.ndarray:
+    """(N,P) mask: observations within a point's viewing window (see ``view_window`` in default_conf).
+
+    ``seen`` (N,P) is what could be observed, ``to_cam`` (N,P,3) the vectors from each point to each
+    camera centre; ``conf`` needs ``view_window`` (degrees range) and ``view_scale``."""
     n, p = seen.shape
     dist = np.linalg.norm(to_cam, axis=-1)
     ray = to_cam / np.maximum(dist, 1e-9)[..., None]
@@ -169,7 +172,7 @@ def sample_scene(rng: np.random.Generator, conf: Optional[Dict[str, Any]] = None
 
 def _try_scene(rng: np.random.Generator, conf: dict, layout: str) -> Optional[Dict[str, np.ndarray]]:
     n = int(rng.integers(conf["cameras"][0], conf["cameras"][1] + 1))
-    make = {"orbit": _object_points, "handheld": _object_points, "landmark": _facade_points, "walk": _room_points}
+    make = {"orbit": object_points, "handheld": object_points, "landmark": _facade_points, "walk": _room_points}
     pts, normals = make[layout](rng, conf["points"])
     centres, targets = _cameras(rng, layout, n)
     if layout != "walk":
@@ -199,7 +202,7 @@ def _try_scene(rng: np.random.Generator, conf: dict, layout: str) -> Optional[Di
     to_cam = centres[:, None] - pts[None]
     facing = (normals[None] * to_cam).sum(-1) / np.linalg.norm(to_cam, axis=-1) > rng.uniform(0.05, 0.35)
     if conf["view_window_p"] > 0 and rng.random() < conf["view_window_p"]:  # no draw when off: old seeds stay
-        facing &= _view_window(rng, inside & facing, to_cam, conf)
+        facing &= view_window_mask(rng, inside & facing, to_cam, conf)
     vis = inside & facing & (rng.random(z.shape) >= _range(rng, conf["drop"]))
     uv = uv + rng.normal(0, _range(rng, conf["noise_px"]), uv.shape)
     wrong = vis & (rng.random(z.shape) < _range(rng, conf["outliers"]))

@@ -55,12 +55,12 @@ def test_collate_pads_different_sizes():
 
 
 def test_view_windows_keep_each_point_within_its_angle_and_shorten_tracks():
-    from memposer.data.tracks import _view_window
+    from memposer.data.tracks import view_window_mask
 
     rng = np.random.default_rng(3)
     to_cam = rng.normal(size=(30, 200, 3)) + np.array([0, 0, 3.0])  # rays of 30 cameras to 200 points
     seen = rng.random((30, 200)) < 0.8
-    keep = _view_window(rng, seen, to_cam, {"view_window": [20.0, 20.0], "view_scale": 100.0})
+    keep = view_window_mask(rng, seen, to_cam, {"view_window": [20.0, 20.0], "view_scale": 100.0})
     ray = to_cam / np.linalg.norm(to_cam, axis=-1, keepdims=True)
     for j in range(200):
         r = ray[keep[:, j], j]
