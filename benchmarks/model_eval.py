@@ -63,7 +63,25 @@ def evaluate_scene(model, obs, vis, R_gt, t_gt, ra: bool = True, ra_tracks=None)
         res = rotation_averaging_poses(o, v)
         out["rotation averaging"] = pair_errors_deg(res["R"], None, R_gt, t_gt)
         out["rotation averaging"]["reached"] = res["reached"].astype(float)
+        if model.conf["refine_iters"] > 0:
+            init = ra_init(pred["R"].double().numpy(), pred["t"].double().numpy(), res["R"], res["reached"])
+            p = model.predict(torch.from_numpy(obs), torch.from_numpy(vis), init=init)
+            out["memposer from RA"] = pair_errors_deg(p["R"].double().numpy(), p["t"].double().numpy(), R_gt, t_gt)
     return out
+
+
+def ra_init(R, t, R_ra, reached):
+    """Refinement start from rotation averaging: its rotations, MemPoser's centres rotated into its gauge.
+
+    Images rotation averaging did not reach keep MemPoser's rotation (in the same gauge)."""
+    from memposer.models.refine import project_so3  # noqa: PLC0415
+    c = -np.einsum("nji,nj->ni", R, t)
+    if not reached.any():
+        return R, c
+    # world change G: R_ra ~ R G^T, so G^T = chordal mean of R_i^T R_ra_i over the reached images
+    Gt = project_so3(torch.from_numpy(np.einsum("nji,njk->ik", R[reached], R_ra[reached]))).numpy()
+    R0 = np.where(reached[:, None, None], R_ra, R @ Gt)
+    return R0, c @ Gt  # c' = G c
 
 
 def summarize(per_scene: List[Dict[str, Dict[str, np.ndarray]]]) -> Dict[str, Dict[str, float]]:

@@ -116,3 +116,20 @@ def test_without_the_train_extra_a_clear_message(tmp_path):
                        timeout=120)
     assert r.returncode == 2, r.stderr[-3000:]
     assert 'pip install -e ".[train]"' in r.stderr and "Traceback" not in r.stderr
+
+
+def test_perturbed_start_poses_stay_within_the_noise_asked_for():
+    import numpy as np
+
+    from memposer.data.tracks import sample_batch
+    from memposer.geometry import camera_center, rotation_error
+    from memposer.training.data import perturbed_poses
+
+    b = sample_batch(3, 4)
+    rng = np.random.default_rng(0)
+    R, c = perturbed_poses(rng, b["R"], b["t"], {"rot_deg": [20.0, 20.0], "center": [0.0, 0.0]})
+    e = rotation_error(R.double().numpy(), b["R"].double().numpy())
+    assert e.max() <= 20.0 + 1e-3 and np.median(e) > 5
+    assert torch.allclose(c, camera_center(b["R"], b["t"]), atol=1e-5)
+    _, c2 = perturbed_poses(rng, b["R"], b["t"], {"rot_deg": [0.0, 0.0], "center": [0.5, 0.5]})
+    assert (c2 - c).norm(dim=-1).mean() > 0.1

@@ -9,11 +9,12 @@ Public API::
     model = MemPoser(conf)                          # conf merged over MemPoser.default_conf
     out = model(obs, vis, mask)                     # batch: (B,N,P,2), (B,N,P), (B,N) -> {"R","t","conf",...}
     out = model.predict(obs, vis)                   # one scene: (N,P,2), (N,P) -> fp32 tensors
+    out = model.predict(obs, vis, init=(R, c))      # refinement starts from given poses (e.g. rotation averaging)
     model = load_checkpoint("checkpoints/memposer-tracks.safetensors")
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -55,8 +56,13 @@ class MemPoser(nn.Module):
             self.refine_head = PoseHead(dim)  # starts at the identity update
 
     def forward(self, obs: torch.Tensor, vis: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                desc: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                desc: Optional[torch.Tensor] = None,
+                init: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
         """obs (B,N,P,2) normalised points, vis (B,N,P) bool, mask (B,N) real frames (default: all).
+
+        ``init`` = (R (B,N,3,3) world-to-camera, centres (B,N,3)), any gauge: the first refinement
+        pass starts from these poses instead of the decoder's (which are still returned first in
+        ``"passes"``); ignored without refinement passes.
 
         Returns ``{"R": (B,N,3,3), "t": (B,N,3), "center", "conf", "conf_logit"}``: world-to-camera,
         one arbitrary similarity gauge per scene; padded frames' rows are meaningless. With
@@ -73,9 +79,10 @@ class MemPoser(nn.Module):
         frames, x, memory = self.decoder(frames, mask, x, vis, memory)
         out = self.head(frames)
         passes = []
-        for _ in range(self.conf["refine_iters"]):
+        for k in range(self.conf["refine_iters"]):
             passes.append(out)
-            out, frames, x, memory = self._refine(out, frames, mask, obs, x, vis, memory)
+            prev = {"R": init[0], "center": init[1]} if k == 0 and init is not None else out
+            out, frames, x, memory = self._refine(prev, frames, mask, obs, x, vis, memory)
         if passes:
             out["passes"] = passes
         return out
@@ -94,8 +101,11 @@ class MemPoser(nn.Module):
         return out, frames, x, memory
 
     @torch.no_grad()
-    def predict(self, obs: torch.Tensor, vis: torch.Tensor, desc: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    def predict(self, obs: torch.Tensor, vis: torch.Tensor, desc: Optional[torch.Tensor] = None,
+                init: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
         """Poses of one scene: obs (N,P,2), vis (N,P) -> ``{"R": (N,3,3), "t": (N,3), "conf": (N,)}`` fp32.
+
+        ``init`` = (R (N,3,3), centres (N,3)): starting poses of the refinement (see ``forward``).
 
         Frames without any observation get the network's output for an empty row and ``conf`` 0.
         """
@@ -106,7 +116,10 @@ class MemPoser(nn.Module):
         device = next(self.parameters()).device
         try:
             vis = vis.to(device).bool()
-            out = self(obs.to(device)[None], vis[None], desc=None if desc is None else desc.to(device)[None])
+            init = None if init is None else tuple(torch.as_tensor(a, dtype=torch.float32, device=device)[None]
+                                                   for a in init)
+            out = self(obs.to(device)[None], vis[None], desc=None if desc is None else desc.to(device)[None],
+                       init=init)
         finally:
             self.train(was_training)
         seen = vis.any(-1)

@@ -7,7 +7,7 @@ and on every machine. Each item of the loaders is a whole collated batch
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import pytorch_lightning as pl
@@ -26,6 +26,11 @@ default_conf: Dict[str, Any] = {
     "val_batches": 8,
     "val_batch_size": 32,
     "val_scenes": {},          # overrides for the validation scenes (default: as training)
+    # Training batches whose refinement starts from perturbed true poses instead of the decoder's,
+    # so the refiner also learns to improve poses from elsewhere (rotation averaging on real scenes):
+    # share of batches, per-scene max rotation noise (degrees, per camera uniform below it) and
+    # centre noise (times the RMS camera distance to the centroid).
+    "init_poses": {"p": 0.0, "rot_deg": [2.0, 30.0], "center": [0.0, 0.5]},
 }
 
 
@@ -41,6 +46,24 @@ def batch_from_key(key, batch_size: int, conf: Dict[str, Any]) -> Dict[str, torc
     return collate_track_scenes([sample_scene(rng, conf) for _ in range(batch_size)])
 
 
+def perturbed_poses(rng: np.random.Generator, R: torch.Tensor, t: torch.Tensor,
+                    conf: Dict[str, Any]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """True poses (B,N,3,3), (B,N,3) world-to-camera -> perturbed rotations and centres (B,N,3)."""
+    B, N = R.shape[:2]
+    axis = rng.normal(size=(B, N, 3))
+    axis /= np.linalg.norm(axis, axis=-1, keepdims=True)
+    angle = np.deg2rad(rng.uniform(*conf["rot_deg"], size=(B, 1)) * rng.uniform(0, 1, (B, N)))
+    K = np.zeros((B, N, 3, 3))
+    K[..., 0, 1], K[..., 0, 2], K[..., 1, 2] = -axis[..., 2], axis[..., 1], -axis[..., 0]
+    K = K - np.swapaxes(K, -1, -2)
+    a = angle[..., None, None]
+    dR = np.eye(3) + np.sin(a) * K + (1 - np.cos(a)) * K @ K  # Rodrigues
+    c = -(R.transpose(-1, -2) @ t[..., None])[..., 0].double().numpy()
+    rms = np.sqrt(((c - c.mean(1, keepdims=True)) ** 2).sum(-1).mean(1))[:, None, None]
+    c = c + rng.normal(size=c.shape) * rms * rng.uniform(*conf["center"], size=(B, 1, 1))
+    return torch.from_numpy(dR).float() @ R, torch.from_numpy(c).float()
+
+
 class TrainBatches(IterableDataset):
     """``steps`` batches per epoch per rank, split over the loader's workers."""
 
@@ -51,8 +74,14 @@ class TrainBatches(IterableDataset):
     def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        init = {**default_conf["init_poses"], **self.conf["init_poses"]}
         for i in range(wid, self.conf["steps_per_epoch"], nw):
-            yield batch_from_key([self.seed, self.epoch, self.rank, i], self.conf["batch_size"], self.scenes)
+            key = [self.seed, self.epoch, self.rank, i]
+            batch = batch_from_key(key, self.conf["batch_size"], self.scenes)
+            rng = np.random.default_rng(np.random.SeedSequence(key + [1]))  # no draw from the scenes' stream
+            if init["p"] > 0 and rng.random() < init["p"]:
+                batch["init_R"], batch["init_center"] = perturbed_poses(rng, batch["R"], batch["t"], init)
+            yield batch
 
     def __len__(self) -> int:
         return self.conf["steps_per_epoch"]

@@ -47,7 +47,8 @@ class MemPoserModule(pl.LightningModule):
         self._val: Dict[str, list] = {}
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        return self.model(batch["obs"], batch["vis"], batch["mask"])
+        init = (batch["init_R"], batch["init_center"]) if "init_R" in batch else None
+        return self.model(batch["obs"], batch["vis"], batch["mask"], init=init)
 
     def on_train_epoch_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)

@@ -46,3 +46,26 @@ def test_triangulate_recovers_a_point_from_its_rays():
     rays = (rays / rays.norm(dim=-1, keepdim=True))[None, :, None]
     got = triangulate(rays, centers, torch.ones(1, 3, 1, dtype=torch.bool))
     assert (got[0, 0] - X).abs().max() < 0.02  # the ridge pulls it a little towards the origin
+
+
+def test_refinement_from_given_poses_uses_them_and_their_gauge_does_not_matter():
+    from pathlib import Path
+
+    from memposer.models.checkpoint import load_checkpoint
+    from memposer.training.metrics import relative_errors_deg
+
+    model = load_checkpoint(Path(__file__).resolve().parents[2] / "checkpoints" / "memposer-tracks.safetensors")
+    b = sample_batch(515151, 2, {"cameras": [8, 12]})
+    c = camera_center(b["R"], b["t"])
+    G = torch.from_numpy(Rotation.random(random_state=0).as_matrix()).float()
+    with torch.no_grad():
+        plain = model(b["obs"], b["vis"], b["mask"])
+        true = model(b["obs"], b["vis"], b["mask"], init=(b["R"], c))
+        moved = model(b["obs"], b["vis"], b["mask"], init=(b["R"] @ G.T, 3.0 * c @ G.T + 1.0))  # another similarity
+    assert torch.allclose(plain["passes"][0]["R"], true["passes"][0]["R"])  # the decoder's pass is unchanged
+    err = {k: float(np.median(relative_errors_deg(o["R"], o["t"], b["R"], b["t"], b["mask"])["rot"]))
+           for k, o in (("plain", plain), ("true", true), ("moved", moved))}
+    # the start matters and the truth stays near: v3 moves exact poses by ~3 deg (a known limit: its
+    # refiner never started from exact poses in training; checkpoints/README.md)
+    assert not torch.allclose(true["R"], plain["R"], atol=1e-3) and err["true"] < 5, err
+    assert abs(err["moved"] - err["true"]) < 0.01, err  # the canonical gauge removes the similarity (fp32)
