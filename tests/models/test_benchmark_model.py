@@ -30,7 +30,8 @@ def test_model_eval_prints_model_identity_and_rotation_averaging(tmp_path):
                        cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     table = json.loads((tmp_path / "e.json").read_text())["synthetic run 0"]
-    assert set(table) == {"memposer", "identity", "rotation averaging"}
+    assert set(table) == {"memposer", "identity", "rotation averaging", "memposer from RA"}
+    assert table["memposer from RA"]["pairs"] == table["memposer"]["pairs"]
     assert table["identity"]["tdir_median"] == 90.0 and table["memposer"]["pairs"] == table["identity"]["pairs"]
     assert table["memposer"]["rot_median"] < table["identity"]["rot_median"]
     assert "rotation averaging" in r.stdout
