@@ -32,6 +32,7 @@ import torch
 
 from memposer.baselines import identity_poses, rotation_averaging_poses
 from memposer.data.tracks import default_conf as scene_defaults, sample_scene
+from memposer.geometry import camera_center
 from memposer.training.metrics import relative_errors_deg
 
 HELDOUT_KEY = 9_000_017  # neither training (seed, epoch, rank, i) nor validation (7_000_001) uses it
@@ -75,7 +76,7 @@ def ra_init(R, t, R_ra, reached):
 
     Images rotation averaging did not reach keep MemPoser's rotation (in the same gauge)."""
     from memposer.models.refine import project_so3  # noqa: PLC0415
-    c = -np.einsum("nji,nj->ni", R, t)
+    c = camera_center(R, t)
     if not reached.any():
         return R, c
     # world change G: R_ra ~ R G^T, so G^T = chordal mean of R_i^T R_ra_i over the reached images

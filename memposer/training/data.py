@@ -12,9 +12,13 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from scipy.spatial.transform import Rotation
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
+from memposer.config import merge_strict
+
 from memposer.data.tracks import collate_track_scenes, default_conf as scene_defaults, sample_scene
+from memposer.geometry import camera_center
 
 VAL_KEY = 7_000_001  # the validation (held-out) scenes' seed key; training never uses it
 
@@ -53,12 +57,8 @@ def perturbed_poses(rng: np.random.Generator, R: torch.Tensor, t: torch.Tensor,
     axis = rng.normal(size=(B, N, 3))
     axis /= np.linalg.norm(axis, axis=-1, keepdims=True)
     angle = np.deg2rad(rng.uniform(*conf["rot_deg"], size=(B, 1)) * rng.uniform(0, 1, (B, N)))
-    K = np.zeros((B, N, 3, 3))
-    K[..., 0, 1], K[..., 0, 2], K[..., 1, 2] = -axis[..., 2], axis[..., 1], -axis[..., 0]
-    K = K - np.swapaxes(K, -1, -2)
-    a = angle[..., None, None]
-    dR = np.eye(3) + np.sin(a) * K + (1 - np.cos(a)) * K @ K  # Rodrigues
-    c = -(R.transpose(-1, -2) @ t[..., None])[..., 0].double().numpy()
+    dR = Rotation.from_rotvec((axis * angle[..., None]).reshape(-1, 3)).as_matrix().reshape(B, N, 3, 3)
+    c = camera_center(R.double(), t.double()).numpy()
     rms = np.sqrt(((c - c.mean(1, keepdims=True)) ** 2).sum(-1).mean(1))[:, None, None]
     c = c + rng.normal(size=c.shape) * rms * rng.uniform(*conf["center"], size=(B, 1, 1))
     return torch.from_numpy(dR).float() @ R, torch.from_numpy(c).float()
@@ -70,17 +70,18 @@ class TrainBatches(IterableDataset):
     def __init__(self, conf: Dict[str, Any], seed: int, rank: int = 0):
         self.conf, self.seed, self.rank, self.epoch = conf, seed, rank, 0
         self.scenes = scene_conf(conf["scenes"])
+        self.init = merge_strict(default_conf["init_poses"], conf["init_poses"], "data.init_poses.")
 
     def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        init = {**default_conf["init_poses"], **self.conf["init_poses"]}
         for i in range(wid, self.conf["steps_per_epoch"], nw):
             key = [self.seed, self.epoch, self.rank, i]
             batch = batch_from_key(key, self.conf["batch_size"], self.scenes)
-            rng = np.random.default_rng(np.random.SeedSequence(key + [1]))  # no draw from the scenes' stream
-            if init["p"] > 0 and rng.random() < init["p"]:
-                batch["init_R"], batch["init_center"] = perturbed_poses(rng, batch["R"], batch["t"], init)
+            if self.init["p"] > 0:
+                rng = np.random.default_rng(np.random.SeedSequence(key + [1]))  # not the scenes' stream
+                if rng.random() < self.init["p"]:
+                    batch["init_R"], batch["init_center"] = perturbed_poses(rng, batch["R"], batch["t"], self.init)
             yield batch
 
     def __len__(self) -> int:

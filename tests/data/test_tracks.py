@@ -2,7 +2,7 @@
 import numpy as np
 
 from memposer.data.tracks import collate_track_scenes, sample_batch, sample_scene
-from memposer.geometry import relative_pose
+from memposer.geometry import camera_center, relative_pose
 
 CLEAN = {"noise_px": [0.0, 0.0], "outliers": [0.0, 0.0], "exif": 1.0, "exif_noise": 0.0}
 
@@ -97,8 +97,8 @@ def test_handheld_scenes_are_videos_that_sweep_an_arc_around_an_off_centre_objec
 
 def _far_track_share(s, radius=2.0):
     """Share of tracks whose point (triangulated from two views with the true poses) lies beyond ``radius``."""
-    R, t = s["R"].astype(float), s["t"].astype(float)
-    c = -np.einsum("nji,nj->ni", R, t)
+    R = s["R"].astype(float)
+    c = camera_center(R, s["t"].astype(float))
     far = []
     for j in np.flatnonzero(s["vis"].sum(0) >= 2):  # (a dropped camera can leave a track one view)
         i, k = np.flatnonzero(s["vis"][:, j])[:2]
