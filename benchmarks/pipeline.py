@@ -5,8 +5,10 @@
 Generates the data once (deterministic by ``--seed``), runs each variant in its own process (so
 peak memory is per variant) with the same settings but the pair selection, and prints score, mAA,
 clusterness, pairs matched, verified pairs, seconds per stage and peak memory. Variants other than
-``exhaustive`` share one cache: the first of them computes features and matches, the others reuse
-them (their feature/matching seconds are then near zero).
+``exhaustive`` and ``baseline`` share one cache: the first of them computes features and matches, the
+others reuse them (their feature/matching seconds are then near zero). With ``baseline`` among the
+variants (the public baseline's exhaustive pairs + one mapper per dataset), every other variant's
+wall time is also printed as a ratio to it.
 """
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_N
 VARIANTS = {
     "shortlist": [],
     "exhaustive": ["pairs.exhaustive_below=1000000"],
+    # the public baseline's recipe (issue 15's yardstick): every pair, no clustering (one mapper per
+    # dataset splits the scenes), plain incremental mapping; own caches, so it pays for its matching
+    "baseline": ["pairs.exhaustive_below=1000000", "clustering.method=none", "reconstruction.poses=colmap"],
     # clustering choices (the defaults are picked from these numbers)
     "min_inliers30": ["clustering.min_inliers=30"],
     "louvain": ["clustering.method=louvain"],
@@ -72,7 +77,7 @@ def run_variant(a: argparse.Namespace, name: str) -> dict:
         predictor = load_predictor(a.checkpoint, conf["device"])
     out = a.out / name
     # Variants with the same pairs share feature/match caches: only the first pays for matching.
-    work = a.out / ("work-exhaustive" if name == "exhaustive" else
+    work = a.out / ("work-exhaustive" if name == "exhaustive" else "work-baseline" if name == "baseline" else
                     "work-sequence" if "sequence" in name else "work-shortlist")
     t0 = time.perf_counter()
     res = run_pipeline(a.out / "data" / a.split, out / "submission.csv", conf, work, predictor, progress=False)
@@ -111,6 +116,9 @@ def table(rows: List[dict]) -> str:
     lines += [f"{k:<{w}}" + "".join(f"{f(r):>14.1f}" for r in rows) for k, f in rates]
     if len(rows) == 2 and rows[0]["pairs"]:
         lines.append(f"pair ratio {rows[1]['variant']}/{rows[0]['variant']}: {rows[1]['pairs'] / rows[0]['pairs']:.2f}x")
+    base = [r for r in rows if r["variant"] == "baseline"]
+    lines += [f"time ratio {r['variant']}/baseline: {r['wall_s'] / base[0]['wall_s']:.2f}x (score "
+              f"{r['score']:.3f} vs {base[0]['score']:.3f})" for r in rows if base and r is not base[0]]
     return "\n".join(lines)
 
 

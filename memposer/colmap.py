@@ -55,16 +55,27 @@ class Database:
     def add_verified_pair(self, name0: str, name1: str, matches: np.ndarray, kpts0: np.ndarray, kpts1: np.ndarray,
                           options: Optional[pycolmap.TwoViewGeometryOptions] = None) -> int:
         """Store raw matches, estimate two-view geometry, store it; returns the number of inliers."""
-        id0, id1 = self.image_ids[name0], self.image_ids[name1]
+        tvg = self.estimate_pair(name0, name1, matches, kpts0, kpts1, options)
+        return self.write_pair(name0, name1, matches, tvg)
+
+    def estimate_pair(self, name0: str, name1: str, matches: np.ndarray, kpts0: np.ndarray, kpts1: np.ndarray,
+                      options: Optional[pycolmap.TwoViewGeometryOptions] = None) -> Optional[pycolmap.TwoViewGeometry]:
+        """Two-view geometry of a pair (RANSAC); touches no database, so threads may run it side by side."""
         m = np.ascontiguousarray(matches, dtype=np.uint32).reshape(-1, 2)
-        self.db.write_matches(id0, id1, m)
         if len(m) < 8:
-            return 0
-        tvg = pycolmap.estimate_two_view_geometry(
+            return None
+        return pycolmap.estimate_two_view_geometry(
             self.cameras[name0], np.asarray(kpts0, np.float64), self.cameras[name1], np.asarray(kpts1, np.float64),
             m, options or pycolmap.TwoViewGeometryOptions())
-        n_inl = 0 if tvg.config in (pycolmap.TwoViewGeometryConfiguration.UNDEFINED,
-                                    pycolmap.TwoViewGeometryConfiguration.DEGENERATE) else len(tvg.inlier_matches)
+
+    def write_pair(self, name0: str, name1: str, matches: np.ndarray,
+                   tvg: Optional[pycolmap.TwoViewGeometry]) -> int:
+        """Store a pair's raw matches and its geometry (from ``estimate_pair``); returns its inliers."""
+        id0, id1 = self.image_ids[name0], self.image_ids[name1]
+        self.db.write_matches(id0, id1, np.ascontiguousarray(matches, dtype=np.uint32).reshape(-1, 2))
+        n_inl = 0 if tvg is None or tvg.config in (pycolmap.TwoViewGeometryConfiguration.UNDEFINED,
+                                                   pycolmap.TwoViewGeometryConfiguration.DEGENERATE) \
+            else len(tvg.inlier_matches)
         if n_inl > 0:
             self.db.write_two_view_geometry(id0, id1, tvg)
         return n_inl

@@ -9,7 +9,9 @@ that this cuts off get their strongest edge back. Methods:
 
 - ``components``: connected components of the pruned graph;
 - ``louvain``: Louvain communities (networkx, inlier-weighted, seeded) inside each component, which
-  can also cut a component held together by a few strong false links.
+  can also cut a component held together by a few strong false links;
+- ``none``: every image in one cluster, so COLMAP's mapper alone splits the scenes (the public
+  baseline's way; ``benchmarks/pipeline.py`` variant ``baseline``).
 
 Clusters smaller than ``min_size`` go to the outliers. Reconstruction later splits a cluster again
 when COLMAP finds several models in it.
@@ -22,7 +24,7 @@ import networkx as nx
 from networkx.utils import UnionFind
 
 default_conf = {
-    "method": "components",  # components | louvain
+    "method": "components",  # components | louvain | none
     "min_inliers": 60,
     "relative": 0.1,  # drop an edge below relative * (best edge) of both its images
     "support": 1,  # common neighbours an edge needs (0: off)
@@ -67,6 +69,8 @@ def cluster_images(names: Sequence[str], verified: Dict[Tuple[str, str], int],
                    conf: Optional[dict] = None) -> Tuple[List[List[str]], List[str]]:
     """``(clusters, outliers)``: clusters as sorted name lists, largest first; the rest outliers."""
     conf = {**default_conf, **(conf or {})}
+    if conf["method"] == "none":
+        return [sorted(names)], []
     g = match_graph(names, verified, conf)
     groups: List[set] = []
     for comp in nx.connected_components(g):
@@ -76,7 +80,7 @@ def cluster_images(names: Sequence[str], verified: Dict[Tuple[str, str], int],
             groups += nx.community.louvain_communities(g.subgraph(comp), weight="weight",
                                                        resolution=conf["resolution"], seed=conf["seed"])
         else:
-            raise ValueError(f"unknown clustering method {conf['method']!r} (components|louvain)")
+            raise ValueError(f"unknown clustering method {conf['method']!r} (components|louvain|none)")
     clusters = sorted((sorted(c) for c in groups if len(c) >= conf["min_size"]), key=lambda c: (-len(c), c[0]))
     kept = {n for c in clusters for n in c}
     return clusters, [n for n in names if n not in kept]

@@ -3,10 +3,15 @@
 Every image with features becomes a database image (one camera each, EXIF focal prior when known);
 every matched pair gets pycolmap's two-view geometry (RANSAC, seeded). The database is what the
 reconstruction stages read; the returned inlier counts are the match graph clustering works on.
+RANSAC runs on ``workers`` threads (pycolmap releases the GIL in it); the database is written by
+one thread in the order of the pairs, and each pair's RANSAC is seeded alike, so the database does
+not depend on ``workers``.
 """
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -25,6 +30,8 @@ default_conf = {
     "max_num_trials": 10000,
     "seed": 0,
     "camera_model": "SIMPLE_RADIAL",
+    "workers": 0,  # RANSAC threads; 0: one per core
+    "chunk": 256,  # pairs in flight at once (bounds the matches held in memory)
 }
 
 
@@ -42,11 +49,20 @@ def verify_pairs(names: Sequence[str], pairs: Sequence[Tuple[str, str]], feature
                 f = feats[n]
                 w, h = (int(v) for v in f["size"])
                 db.add_image(n, w, h, f["keypoints"], f["focal"] if f["focal"] > 0 else None, conf["camera_model"])
-            for a, b in tqdm(pairs, desc="verification", disable=not progress, leave=False):
-                m = read_matches(matches, a, b)
-                n_inl = db.add_verified_pair(a, b, m, feats[a]["keypoints"], feats[b]["keypoints"], opts)
-                if n_inl >= conf["min_num_inliers"]:
-                    verified[(a, b)] = n_inl
+            kpts = {n: feats[n]["keypoints"] for n in names}
+            workers = int(conf["workers"]) or os.cpu_count() or 1
+            bar = tqdm(total=len(pairs), desc="verification", disable=not progress, leave=False)
+            with ThreadPoolExecutor(workers) as pool, bar:
+                for start in range(0, len(pairs), int(conf["chunk"])):
+                    chunk = pairs[start:start + int(conf["chunk"])]
+                    found = [read_matches(matches, a, b) for a, b in chunk]  # h5py: one thread
+                    tvgs = pool.map(lambda i: db.estimate_pair(*chunk[i], found[i], kpts[chunk[i][0]],
+                                                               kpts[chunk[i][1]], opts), range(len(chunk)))
+                    for (a, b), m, tvg in zip(chunk, found, tvgs):
+                        n_inl = db.write_pair(a, b, m, tvg)
+                        if n_inl >= conf["min_num_inliers"]:
+                            verified[(a, b)] = n_inl
+                        bar.update()
     finally:
         db.close()
     log.info("verification: %d of %d pairs kept", len(verified), len(pairs))

@@ -73,7 +73,7 @@ def test_competition_root_runs_its_test_split(split, caplog):
 @pytest.mark.parametrize("argv,expect", [
     (["--config", "fast"], "no infer preset 'fast' (presets: ['cpu', 'default'])"),
     (["pairs.kk=5"], "unknown config key pairs.kk (did you mean pairs.k?); valid keys of pairs:"),
-    (["clustering.method=kmeans"], "clustering.method=kmeans is not one of components, louvain"),
+    (["clustering.method=kmeans"], "clustering.method=kmeans is not one of components, louvain, none"),
     (["--dinov2", "/nonexistent/dinov2.pth"], "--dinov2 /nonexistent/dinov2.pth does not exist"),
     (["--poses", "memposer"], "poses memposer needs a MemPoser checkpoint: pass --checkpoint"),
     (["--checkpoint", "/nonexistent.safetensors"], "--checkpoint /nonexistent.safetensors is not a file"),

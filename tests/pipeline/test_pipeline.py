@@ -190,6 +190,26 @@ def test_parallel_reconstruction_writes_the_same_file(competition, first_run, tm
     assert out[1] == out[2], "workers=2 differs from workers=1"
 
 
+def test_threaded_verification_writes_the_same_database(competition, first_run, tmp_path):
+    """RANSAC on 2 threads: the same verified pairs and, pair by pair, the same inlier matches in the
+    database as on one thread (the run's own ALIKED + LightGlue matches, real pycolmap)."""
+    from memposer.pipeline.verification import verify_pairs
+
+    dataset = sorted((competition / "train").iterdir())[0].name
+    work = first_run[2] / dataset
+    (feat,), (match,) = work.glob("features-*.h5"), work.glob("matches-*.h5")
+    views = json.loads((first_run[2] / "views.json").read_text())[dataset]
+    pairs = [tuple(p) for p in views["shortlisted"]]
+    names = sorted({n for p in pairs for n in p})
+    out = {}
+    for workers in (1, 2):
+        db = tmp_path / f"db{workers}.db"
+        verified = verify_pairs(names, pairs, feat, match, db, {"workers": workers, "chunk": 7}, progress=False)
+        ids, tvgs = pycolmap.Database.open(str(db)).read_two_view_geometries()
+        out[workers] = verified, {i: (int(g.config), g.inlier_matches.tolist()) for i, g in zip(ids, tvgs)}
+    assert len(out[1][0]) >= 10 and out[1] == out[2]
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_failing_cluster_costs_only_its_own_images(competition, first_run, tmp_path, workers):
     """The second cluster's model folder cannot be made, so its reconstruction raises; the first is still mapped."""

@@ -55,6 +55,8 @@ def test_clustering_cuts_weak_links_and_drops_outliers():
         clusters, outliers = cluster_images(names, verified, {"method": method, "min_inliers": 15, "relative": 0.2})
         assert clusters == [a, b]
         assert sorted(outliers) == ["c0", "c1", "lonely"]
+    # none: the public baseline's single cluster, the mapper alone splits it
+    assert cluster_images(names, verified, {"method": "none"}) == ([sorted(names)], [])
 
 
 def test_louvain_splits_a_component_held_by_a_strong_false_link():
