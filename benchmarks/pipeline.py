@@ -37,6 +37,7 @@ VARIANTS = {
     "louvain": ["clustering.method=louvain"],
     "nosupport": ["clustering.support=0"],  # edges need no common neighbour (the default before)
     "support2": ["clustering.support=2"],
+    "reattach": ["clustering.reattach=30"],  # left-out images join their clear best cluster
     "global": ["reconstruction.mapper=global"],  # GLOMAP-style global SfM instead of incremental
     # clusters one after another (COLMAP gets every core) or one process per core
     "serial": ["reconstruction.workers=1"],

@@ -13,8 +13,11 @@ that this cuts off get their strongest edge back. Methods:
 - ``none``: every image in one cluster, so COLMAP's mapper alone splits the scenes (the public
   baseline's way; ``benchmarks/pipeline.py`` variant ``baseline``).
 
-Clusters smaller than ``min_size`` go to the outliers. Reconstruction later splits a cluster again
-when COLMAP finds several models in it.
+Clusters smaller than ``min_size`` go to the outliers. With ``reattach`` > 0 an image left out of
+every cluster (its edges all too weak) joins the cluster it has the most verified inliers with, when
+they sum to ``reattach`` or more and no other cluster comes within half of that: the mapper then
+decides whether it registers, instead of it being lost before COLMAP sees it. Reconstruction later
+splits a cluster again when COLMAP finds several models in it.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ default_conf = {
     "support": 1,  # common neighbours an edge needs (0: off)
     "resolution": 0.5,  # louvain: lower merges more
     "min_size": 3,
+    "reattach": 0,  # left-out images join their best cluster at this many inliers (0: off)
     "seed": 0,
 }
 
@@ -81,6 +85,28 @@ def cluster_images(names: Sequence[str], verified: Dict[Tuple[str, str], int],
                                                        resolution=conf["resolution"], seed=conf["seed"])
         else:
             raise ValueError(f"unknown clustering method {conf['method']!r} (components|louvain|none)")
-    clusters = sorted((sorted(c) for c in groups if len(c) >= conf["min_size"]), key=lambda c: (-len(c), c[0]))
+    groups = [set(c) for c in groups if len(c) >= conf["min_size"]]
+    if conf["reattach"] > 0:
+        _reattach_images(groups, names, verified, conf["reattach"])
+    clusters = sorted((sorted(c) for c in groups), key=lambda c: (-len(c), c[0]))
     kept = {n for c in clusters for n in c}
     return clusters, [n for n in names if n not in kept]
+
+
+def _reattach_images(groups: List[set], names: Sequence[str], verified: Dict[Tuple[str, str], int],
+                     min_inliers: float) -> None:
+    """Add each image in no group to the group it shares the most verified inliers with (judged
+    against the groups as clustering made them, so the order of the images does not matter)."""
+    of = {n: i for i, g in enumerate(groups) for n in g}
+    score: Dict[str, Dict[int, int]] = {}
+    for (a, b), n in verified.items():
+        for x, y in ((a, b), (b, a)):
+            if x not in of and y in of:
+                score.setdefault(x, {}).setdefault(of[y], 0)
+                score[x][of[y]] += n
+    for name in names:
+        if name in of or name not in score:
+            continue
+        ranked = sorted(score[name].values(), reverse=True) + [0]
+        if ranked[0] >= min_inliers and ranked[1] < 0.5 * ranked[0]:
+            groups[max(score[name], key=score[name].get)].add(name)

@@ -190,6 +190,37 @@ def test_parallel_reconstruction_writes_the_same_file(competition, first_run, tm
     assert out[1] == out[2], "workers=2 differs from workers=1"
 
 
+def test_an_image_with_only_weak_matches_is_reattached_and_registered(competition, first_run, tmp_path):
+    """Real ALIKED + LightGlue + pycolmap matches: the image of the largest scene whose strongest
+    verified pair is the weakest is cut off by raising clustering.min_inliers just above it. Without
+    reattach it lands in no cluster (no pose); with it, it joins its scene's cluster and the mapper
+    registers it there."""
+    labels = read_labels(competition / "train_labels.csv")
+    dataset = sorted((competition / "train").iterdir())[0].name
+    truth = {r.image: r.scene for r in labels if r.dataset == dataset}
+    verified = json.loads((first_run[2] / "views.json").read_text())[dataset]["verified"]
+    best: dict = {}
+    for a, b, n in verified:
+        if truth[a] == truth[b] != OUTLIER_SCENE:
+            best[a], best[b] = max(best.get(a, 0), n), max(best.get(b, 0), n)
+    scene = max(set(truth.values()) - {OUTLIER_SCENE}, key=lambda s: sum(truth[n] == s for n in best))
+    weak = min((n for n in best if truth[n] == scene), key=best.get)
+    cut = f"clustering.min_inliers={best[weak] + 1}"
+    rows = {}
+    for reattach in (0, 30):
+        work = tmp_path / f"work{reattach}"
+        shutil.copytree(first_run[2], work)  # the run's features and matches
+        sub = tmp_path / f"s{reattach}.csv"
+        res = infer(competition / "train", sub, work, cut, f"clustering.reattach={reattach}")
+        assert res.returncode == 0, res.stderr[-3000:]
+        rows[reattach] = {r.image: r for r in read_poses(sub) if r.dataset == dataset}
+    assert rows[0][weak].R is None or not np.isfinite(rows[0][weak].R).all(), "not cut off: test is vacuous"
+    got = rows[30][weak]
+    assert got.R is not None and np.isfinite(got.R).all(), f"{weak} ({best[weak]} inliers) not registered"
+    mates = [rows[30][n].scene for n in truth if truth[n] == scene and n != weak and rows[30][n].R is not None]
+    assert got.scene == max(set(mates), key=mates.count)  # in the cluster that holds its scene
+
+
 def test_threaded_verification_writes_the_same_database(competition, first_run, tmp_path):
     """RANSAC on 2 threads: the same verified pairs and, pair by pair, the same inlier matches in the
     database as on one thread (the run's own ALIKED + LightGlue matches, real pycolmap)."""

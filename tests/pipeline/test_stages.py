@@ -59,6 +59,22 @@ def test_clustering_cuts_weak_links_and_drops_outliers():
     assert cluster_images(names, verified, {"method": "none"}) == ([sorted(names)], [])
 
 
+def test_reattach_gives_weakly_linked_images_to_their_clear_best_cluster():
+    a = [f"a{i}" for i in range(5)]
+    b = [f"b{i}" for i in range(5)]
+    verified = {p: 300 for p in combinations(a, 2)}
+    verified.update({p: 250 for p in combinations(b, 2)})
+    verified.update({("a0", "w"): 40, ("a1", "w"): 30, ("b0", "w"): 20})  # w: weak links, mostly to a
+    verified.update({("a0", "tie"): 40, ("b0", "tie"): 35})  # no clear best cluster
+    verified[("b2", "faint")] = 20  # below the reattach sum
+    names = a + b + ["w", "tie", "faint", "lonely"]
+    assert cluster_images(names, verified)[1] == ["w", "tie", "faint", "lonely"]  # off by default
+    clusters, outliers = cluster_images(names, verified, {"reattach": 30})
+    assert clusters == [a + ["w"], b] and outliers == ["tie", "faint", "lonely"]
+    shuffled = names[::-1]
+    assert cluster_images(shuffled, dict(reversed(list(verified.items()))), {"reattach": 30})[0] == clusters
+
+
 def test_louvain_splits_a_component_held_by_a_strong_false_link():
     a = [f"a{i}" for i in range(6)]
     b = [f"b{i}" for i in range(6)]
