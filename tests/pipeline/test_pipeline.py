@@ -191,34 +191,53 @@ def test_parallel_reconstruction_writes_the_same_file(competition, first_run, tm
 
 
 def test_an_image_with_only_weak_matches_is_reattached_and_registered(competition, first_run, tmp_path):
-    """Real ALIKED + LightGlue + pycolmap matches: the image of the largest scene whose strongest
-    verified pair is the weakest is cut off by raising clustering.min_inliers just above it. Without
-    reattach it lands in no cluster (no pose); with it, it joins its scene's cluster and the mapper
-    registers it there."""
+    """Real ALIKED + LightGlue + pycolmap matches. An image is made weakly linked by capping its
+    verified inlier counts, in clustering's view only, just below ``min_inliers``: it then lands in no
+    cluster. With ``reattach`` it joins its scene's cluster, and the mapper, which reads the real
+    matches in the database, registers it there with its true pose.
+
+    The image is the most weakly linked one whose cut leaves every other image where it was and which
+    still has two verified pairs at ``min_inliers`` or more with its cluster: the test is about
+    clustering losing an image, not about whether COLMAP registers an image seen by a single
+    registered view (which varies with the matches)."""
     labels = read_labels(competition / "train_labels.csv")
     dataset = sorted((competition / "train").iterdir())[0].name
     truth = {r.image: r.scene for r in labels if r.dataset == dataset}
-    verified = json.loads((first_run[2] / "views.json").read_text())[dataset]["verified"]
-    best: dict = {}
-    for a, b, n in verified:
-        if truth[a] == truth[b] != OUTLIER_SCENE:
-            best[a], best[b] = max(best.get(a, 0), n), max(best.get(b, 0), n)
-    scene = max(set(truth.values()) - {OUTLIER_SCENE}, key=lambda s: sum(truth[n] == s for n in best))
-    weak = min((n for n in best if truth[n] == scene), key=best.get)
-    cut = f"clustering.min_inliers={best[weak] + 1}"
-    rows = {}
-    for reattach in (0, 30):
-        work = tmp_path / f"work{reattach}"
-        shutil.copytree(first_run[2], work)  # the run's features and matches
-        sub = tmp_path / f"s{reattach}.csv"
-        res = infer(competition / "train", sub, work, cut, f"clustering.reattach={reattach}")
-        assert res.returncode == 0, res.stderr[-3000:]
-        rows[reattach] = {r.image: r for r in read_poses(sub) if r.dataset == dataset}
-    assert rows[0][weak].R is None or not np.isfinite(rows[0][weak].R).all(), "not cut off: test is vacuous"
-    got = rows[30][weak]
-    assert got.R is not None and np.isfinite(got.R).all(), f"{weak} ({best[weak]} inliers) not registered"
-    mates = [rows[30][n].scene for n in truth if truth[n] == scene and n != weak and rows[30][n].R is not None]
-    assert got.scene == max(set(mates), key=mates.count)  # in the cluster that holds its scene
+    gt = {r.image: r.R for r in labels if r.dataset == dataset}
+    verified = {(a, b): n for a, b, n in json.loads((first_run[2] / "views.json").read_text())[dataset]["verified"]}
+    names, conf = sorted(truth), {"min_inliers": 60, "reattach": 0}
+    full, _ = cluster_images(names, verified, conf)
+
+    def cut(x: str) -> dict:
+        return {p: min(n, conf["min_inliers"] - 1) if x in p else n for p, n in verified.items()}
+
+    def strong_links(x: str) -> list:
+        home = next((set(c) for c in full if x in c), set())
+        return sorted(n for (a, b), n in verified.items() if x in (a, b) and n >= conf["min_inliers"]
+                      and ({a, b} - {x}) <= home and truth[a] == truth[b])
+
+    def others_stay(x: str) -> bool:
+        return {frozenset(c) for c in cluster_images(names, cut(x), conf)[0]} == {frozenset(c) - {x} for c in full}
+
+    candidates = [x for c in full for x in c if truth[x] != OUTLIER_SCENE and len(strong_links(x)) >= 2
+                  and others_stay(x)]
+    assert candidates, "no image can be cut off alone: the test is vacuous"
+    weak = min(candidates, key=lambda x: (max(strong_links(x)), x))
+    without, _ = cluster_images(names, cut(weak), conf)
+    assert all(weak not in c for c in without), "not cut off: the test is vacuous"
+    clusters, _ = cluster_images(names, cut(weak), {**conf, "reattach": 30})
+    home = next(c for c in clusters if weak in c)
+    assert sum(truth[n] == truth[weak] for n in home) > len(home) / 2, (weak, home)  # its scene's cluster
+    assert all(any(set(c) <= set(d) for d in clusters) for c in without)  # reattach only adds left-out images
+    res = reconstruct_clusters([home], first_run[2] / dataset / "database.db", competition / "train" / dataset,
+                               tmp_path, {"num_threads": 1, "workers": 1}, progress=False)[0]
+    model = next((m for m in res.models if weak in m), None)
+    assert model is not None, f"{weak} ({strong_links(weak)} inliers to its cluster) not registered"
+    mates = [n for n in model if n != weak and truth[n] == truth[weak]]
+    errs = [rotation_error(model[weak][0] @ model[m][0].T, gt[weak] @ gt[m].T) for m in mates]
+    # with its true pose, not just anywhere: this preset's small clusters agree with the truth to a
+    # few degrees between any two images; a wrong registration is off by tens
+    assert mates and np.median(errs) < 10.0, errs
 
 
 def test_threaded_verification_writes_the_same_database(competition, first_run, tmp_path):
@@ -309,7 +328,7 @@ def test_seeded_reconstruction_on_the_pipeline_database(competition, first_run, 
     """Perturbed true poses (in another gauge) seed COLMAP over the run's own LightGlue database;
     the refined poses end closer to the truth than the seed."""
     labels = read_labels(competition / "train_labels.csv")
-    scene = max({r.scene for r in labels if r.scene != OUTLIER_SCENE}, key=lambda s: sum(r.scene == s for r in labels))
+    scene = max(sorted({r.scene for r in labels if r.scene != OUTLIER_SCENE}), key=lambda s: sum(r.scene == s for r in labels))
     gt = {r.image: (r.R, r.t) for r in labels if r.scene == scene}
     names = sorted(gt)
     rng = np.random.default_rng(0)
@@ -341,7 +360,7 @@ def test_seeded_reconstruction_on_the_pipeline_database(competition, first_run, 
 
 def _largest_scene(competition):
     labels = read_labels(competition / "train_labels.csv")
-    scene = max({r.scene for r in labels if r.scene != OUTLIER_SCENE}, key=lambda s: sum(r.scene == s for r in labels))
+    scene = max(sorted({r.scene for r in labels if r.scene != OUTLIER_SCENE}), key=lambda s: sum(r.scene == s for r in labels))
     return labels[0].dataset, {r.image: (r.R, r.t) for r in labels if r.scene == scene}
 
 
