@@ -52,12 +52,6 @@ class Database:
         self.cameras[name] = cam
         return image_id
 
-    def add_verified_pair(self, name0: str, name1: str, matches: np.ndarray, kpts0: np.ndarray, kpts1: np.ndarray,
-                          options: Optional[pycolmap.TwoViewGeometryOptions] = None) -> int:
-        """Store raw matches, estimate two-view geometry, store it; returns the number of inliers."""
-        tvg = self.estimate_pair(name0, name1, matches, kpts0, kpts1, options)
-        return self.write_pair(name0, name1, matches, tvg)
-
     def estimate_pair(self, name0: str, name1: str, matches: np.ndarray, kpts0: np.ndarray, kpts1: np.ndarray,
                       options: Optional[pycolmap.TwoViewGeometryOptions] = None) -> Optional[pycolmap.TwoViewGeometry]:
         """Two-view geometry of a pair (RANSAC); touches no database, so threads may run it side by side."""
