@@ -6,8 +6,8 @@
 ``dinov2`` retrieval runs a DINOv2 ViT-S with random weights (saved once under ``--out``): the
 descriptors are meaningless, but the stage decodes and runs exactly as with real weights. Overrides
 such as ``features.max_num_keypoints=256 retrieval.resize=224`` make the run cheaper without
-changing what is decoded. Uses only ``run_pipeline``, so the same script measures any revision
-(``PYTHONPATH=<checkout>``).
+changing what is decoded. Uses only ``load_infer_config`` and ``run_pipeline`` (both as old as the
+pipeline), so the same script measures any revision (``PYTHONPATH=<checkout>``).
 """
 from __future__ import annotations
 
@@ -38,12 +38,10 @@ def main() -> None:
     p.add_argument("--retrieval", default="dinov2", choices=("dinov2", "vlad"))
     p.add_argument("--config", default="cpu")
     a, overrides = p.parse_known_args()
-    from memposer.config import deep_merge, find_preset, parse_overrides, read_yaml, set_override  # noqa: PLC0415
-    from memposer.pipeline.run import default_conf, run_pipeline  # noqa: PLC0415
+    from memposer.pipeline.cli import load_infer_config  # noqa: PLC0415
+    from memposer.pipeline.run import run_pipeline  # noqa: PLC0415
 
-    conf = deep_merge(default_conf, read_yaml(find_preset("infer", a.config)))
-    for key, value in parse_overrides(overrides):
-        set_override(conf, key, value, default_conf)
+    conf = load_infer_config(a.config, overrides)
     conf["retrieval"].update(method=a.retrieval, weights=str(random_weights(a.out)) if a.retrieval == "dinov2" else None)
     conf["reconstruction"]["num_threads"] = 1
     opened, real = Counter(), Image.open

@@ -52,12 +52,6 @@ class Database:
         self.cameras[name] = cam
         return image_id
 
-    def add_verified_pair(self, name0: str, name1: str, matches: np.ndarray, kpts0: np.ndarray, kpts1: np.ndarray,
-                          options: Optional[pycolmap.TwoViewGeometryOptions] = None) -> int:
-        """Store raw matches, estimate two-view geometry, store it; returns the number of inliers."""
-        tvg = self.estimate_pair(name0, name1, matches, kpts0, kpts1, options)
-        return self.write_pair(name0, name1, matches, tvg)
-
     def estimate_pair(self, name0: str, name1: str, matches: np.ndarray, kpts0: np.ndarray, kpts1: np.ndarray,
                       options: Optional[pycolmap.TwoViewGeometryOptions] = None) -> Optional[pycolmap.TwoViewGeometry]:
         """Two-view geometry of a pair (RANSAC); touches no database, so threads may run it side by side."""
@@ -105,46 +99,48 @@ def poses_of(rec: pycolmap.Reconstruction) -> Dict[str, Pose]:
 
 def run_mapper(database_path: Path | str, image_dir: Path | str, output_dir: Path | str,
                image_names: Sequence[str], conf: dict) -> List[pycolmap.Reconstruction]:
-    """COLMAP's incremental (or global) mapper on ``image_names``; the models, largest first."""
+    """COLMAP's incremental (or global) mapper on ``image_names``; the models, largest first.
+
+    ``conf`` is a full ``reconstruction`` section (``pipeline/reconstruction.default_conf`` holds
+    every default; none is repeated here)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    mapper = conf.get("mapper", "incremental")
-    if "seed" in conf:
-        set_seed(conf["seed"])
+    mapper = conf["mapper"]
+    set_seed(conf["seed"])
     if mapper == "global":
         if not hasattr(pycolmap, "global_mapping"):
             raise RuntimeError("this pycolmap has no global mapper; use mapper: incremental")
         check_global_options(conf)
         opts = pycolmap.GlobalPipelineOptions()
         opts.image_names = list(image_names)
-        opts.num_threads = int(conf.get("num_threads", -1))
-        opts.random_seed = int(conf.get("seed", 0))
-        opts.min_num_matches = int(conf.get("min_num_matches", 15))
-        opts.min_model_size = int(conf.get("min_model_size", 3))
-        opts.multiple_models = int(conf.get("max_num_models", 50)) > 1
+        opts.num_threads = int(conf["num_threads"])
+        opts.random_seed = int(conf["seed"])
+        opts.min_num_matches = int(conf["min_num_matches"])
+        opts.min_model_size = int(conf["min_model_size"])
+        opts.multiple_models = int(conf["max_num_models"]) > 1
         recs = pycolmap.global_mapping(str(database_path), str(image_dir), str(output_dir), opts)
     elif mapper == "incremental":
         opts = pycolmap.IncrementalPipelineOptions()
         opts.image_names = list(image_names)
-        opts.num_threads = int(conf.get("num_threads", -1))
-        opts.random_seed = int(conf.get("seed", 0))
-        opts.mapper.random_seed = int(conf.get("seed", 0))
-        opts.mapper.num_threads = int(conf.get("num_threads", -1))
-        opts.min_num_matches = int(conf.get("min_num_matches", 15))
-        opts.min_model_size = int(conf.get("min_model_size", 3))
-        opts.max_num_models = int(conf.get("max_num_models", 50))
+        opts.num_threads = int(conf["num_threads"])
+        opts.random_seed = int(conf["seed"])
+        opts.mapper.random_seed = int(conf["seed"])
+        opts.mapper.num_threads = int(conf["num_threads"])
+        opts.min_num_matches = int(conf["min_num_matches"])
+        opts.min_model_size = int(conf["min_model_size"])
+        opts.max_num_models = int(conf["max_num_models"])
         opts.extract_colors = False  # images may be EXIF-rotated relative to what COLMAP would read
         opts.ba_refine_principal_point = False
         # pycolmap 4's structure-less fallback (generalised 6-point RANSAC) can spend minutes per
         # image on images that will not register; off unless asked for.
-        opts.structure_less_registration_fallback = bool(conf.get("structure_less_fallback", False))
-        if conf.get("max_runtime_seconds"):
+        opts.structure_less_registration_fallback = bool(conf["structure_less_fallback"])
+        if conf["max_runtime_seconds"]:
             opts.max_runtime_seconds = float(conf["max_runtime_seconds"])
         recs = pycolmap.incremental_mapping(str(database_path), str(image_dir), str(output_dir), opts)
     else:
         raise ValueError(f"unknown mapper {mapper!r} (incremental|global)")
     models = sorted((r for r in recs.values() if r.num_reg_images() > 0), key=lambda r: -r.num_reg_images())
-    return models[:max(1, int(conf.get("max_num_models", 50)))]
+    return models[:max(1, int(conf["max_num_models"]))]
 
 
 INCREMENTAL_ONLY = {"max_runtime_seconds": 0, "structure_less_fallback": False}

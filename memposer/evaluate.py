@@ -12,12 +12,12 @@ import csv
 import logging
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
 from memposer.data.imc import read_poses, read_thresholds
-from memposer.metric import Result, default_conf, score_submission
+from memposer.metric import HEURISTIC_CONF, Result, default_conf, score_submission
 
 log = logging.getLogger("memposer.evaluate")
 
@@ -100,24 +100,39 @@ def main(labels: Path, thresholds: Path, submission: Path, dataset: Optional[str
     return result
 
 
-def cli(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m memposer.evaluate", description=__doc__.splitlines()[0])
+def add_score_args(p: argparse.ArgumentParser) -> None:
+    """The submission, labels, thresholds and ``--heuristic`` arguments of every scoring CLI."""
     p.add_argument("submission", type=Path)
     p.add_argument("--labels", type=Path, required=True, help="train_labels.csv")
     p.add_argument("--thresholds", type=Path, required=True, help="train_thresholds.csv")
-    p.add_argument("--dataset", help="score this dataset only")
-    p.add_argument("--table", action="store_true", help="print the per-image registration table")
     p.add_argument("--heuristic", action="store_true",
                    help="inl_cf=0.8, strict_cf=0.5 (faster search of earlier challenges) instead of the exhaustive one")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    conf = {**default_conf, **({"inl_cf": 0.8, "strict_cf": 0.5} if args.heuristic else {})}
+
+
+def score_conf(args: argparse.Namespace) -> Dict[str, float]:
+    """The metric's settings chosen by :func:`add_score_args`'s flags."""
+    return {**default_conf, **(HEURISTIC_CONF if args.heuristic else {})}
+
+
+def exit_status(run: Callable[[], object], logger: logging.Logger) -> int:
+    """0 after ``run()``; 2 when it raises :class:`InputError`, logged as one line without a traceback."""
     try:
-        main(args.labels, args.thresholds, args.submission, args.dataset, args.table, conf)
+        run()
     except InputError as e:
-        log.error("%s", e)
+        logger.error("%s", e)
         return 2
     return 0
+
+
+def cli(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m memposer.evaluate", description=__doc__.splitlines()[0])
+    add_score_args(p)
+    p.add_argument("--dataset", help="score this dataset only")
+    p.add_argument("--table", action="store_true", help="print the per-image registration table")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return exit_status(lambda: main(args.labels, args.thresholds, args.submission, args.dataset, args.table,
+                                    score_conf(args)), log)
 
 
 if __name__ == "__main__":

@@ -35,8 +35,8 @@ fast search is tested against) and ``kernels`` (the batched arithmetic both shar
 """
 from .registration import Alignment, Registration
 from .results import DatasetResult, ImageRow, Result, SceneResult
-from .score import default_conf, score_submission
+from .score import HEURISTIC_CONF, default_conf, score_submission
 from .search import register
 
-__all__ = ["Alignment", "DatasetResult", "ImageRow", "Registration", "Result", "SceneResult", "default_conf",
+__all__ = ["Alignment", "DatasetResult", "HEURISTIC_CONF", "ImageRow", "Registration", "Result", "SceneResult", "default_conf",
            "register", "score_submission"]

@@ -22,6 +22,8 @@ default_conf = {
     "to_dec": 3,              # cameras of the minimal model, not counted
     "chunk": 32768,           # triplets evaluated at once by the fast search
 }
+# The faster, inexact search of earlier challenges (``--heuristic`` of the scoring CLIs).
+HEURISTIC_CONF = {"inl_cf": 0.8, "strict_cf": 0.5}
 
 
 def score_submission(labels: List[PoseRecord], submission: List[PoseRecord], thresholds: Dict[str, Dict[str, List[float]]],

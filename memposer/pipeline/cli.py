@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from memposer.config import check_keys, deep_merge, find_preset, parse_overrides, read_yaml, set_override
+from memposer.config import find_preset, merge_strict, parse_overrides, read_yaml, set_override
 from memposer.pipeline import checks
 from memposer.pipeline.checks import UsageError
 
@@ -23,9 +23,7 @@ log = logging.getLogger("memposer.infer")
 def load_infer_config(name: str, overrides: List[str]) -> dict:
     """Defaults <- preset (every key checked) <- ``section.key=value`` overrides (every key checked)."""
     from memposer.pipeline.run import default_conf  # noqa: PLC0415
-    preset = read_yaml(find_preset("infer", name))
-    check_keys(preset, default_conf)
-    conf = deep_merge(default_conf, preset)
+    conf = merge_strict(default_conf, read_yaml(find_preset("infer", name)))
     for key, value in parse_overrides(overrides):
         set_override(conf, key, value, default_conf)
     return conf
