@@ -1,8 +1,10 @@
 """Stage 4: local features (ALIKED by default; DISK, SIFT selectable), streamed to an HDF5 cache.
 
 Cache layout (one file per dataset and feature config): ``/<image name>/{keypoints, descriptors, scores}``
-with attributes ``size`` (w, h of the oriented original image), ``focal`` (EXIF prior or -1) and
-``done`` (written last; groups without it are recomputed). Keypoints are in original-image pixels.
+with attributes ``size`` (w, h of the oriented original image), ``focal`` (EXIF prior or -1), ``turn``
+(quarter turns the image was extracted in, see ``pipeline/upright.py``; 0 unless ``upright`` is on)
+and ``done`` (written last; groups without it are recomputed). Keypoints are in original-image pixels
+whatever the turn.
 """
 from __future__ import annotations
 
@@ -12,12 +14,15 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+import json
+
 import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from memposer.pipeline import images as images_mod
+from memposer.pipeline import upright
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +33,8 @@ default_conf = {
     "detection_threshold": 0.0,  # 0 -> exactly max_num_keypoints per image (lets the matcher batch pairs)
     "resize_max": 1024,
     "device": "auto",
+    # find images turned by quarter turns against the others and extract them upright (upright.py)
+    "upright": dict(upright.default_conf),
 }
 
 
@@ -82,12 +89,19 @@ def completed(f: h5py.File) -> set:
 
 
 @torch.no_grad()
-def extract_one(model: torch.nn.Module, img: images_mod.LoadedImage, device: torch.device) -> Dict[str, np.ndarray]:
+def extract_one(model: torch.nn.Module, img: images_mod.LoadedImage, device: torch.device,
+                turn: int = 0) -> Dict[str, np.ndarray]:
+    """Features of one image, extracted in ``turn`` quarter turns; keypoints in the original's pixels."""
+    if turn % 4:
+        img = images_mod.LoadedImage(img.name, np.ascontiguousarray(np.rot90(img.image, turn)), img.size,
+                                     img.scale, img.focal)
     x = images_mod.to_tensor(img).to(device)
     pred = model({"image": x})
     kpts = pred["keypoints"][0].float().cpu().numpy()
     # pixel centres: resized (x + .5) / scale - .5 = original coordinate
     kpts = (kpts + 0.5) / img.scale - 0.5
+    if turn % 4:
+        kpts = upright.unrotate_points(kpts, turn, img.size)
     scores = pred["keypoint_scores"][0] if "keypoint_scores" in pred else torch.ones(len(kpts))
     out = {
         "keypoints": kpts.astype(np.float32),
@@ -113,7 +127,8 @@ def extract_features(image_dir: Path | str, names: List[str], feature_path: Path
     device = pick_device(conf["device"])
     with open_cache(feature_path) as f:
         f.attrs["extractor"] = conf["extractor"]
-        done = completed(f)
+        turns = image_turns(image_dir, names, f, conf, device, progress)
+        done = {n for n in completed(f) if int(f[n].attrs.get("turn", 0)) == turns.get(n, 0)}
         todo = [n for n in names if n not in done]
         for n in names:
             if n in done:
@@ -132,7 +147,7 @@ def extract_features(image_dir: Path | str, names: List[str], feature_path: Path
             if model is None:
                 model = build_extractor(conf, device)
             try:
-                feats = extract_one(model, img, device)
+                feats = extract_one(model, img, device, turns.get(name, 0))
             except Exception as e:  # e.g. an image too small for the network's strides
                 log.warning("feature extraction failed on %s (%s: %s); image left out", name, type(e).__name__, e)
                 status[name] = False
@@ -144,10 +159,43 @@ def extract_features(image_dir: Path | str, names: List[str], feature_path: Path
                 g.create_dataset(k, data=v)
             g.attrs["size"] = np.asarray(img.size, np.int64)
             g.attrs["focal"] = float(img.focal or -1.0)
+            g.attrs["turn"] = turns.get(name, 0)
             g.attrs["done"] = 1
             f.flush()
             status[name] = True
     return status
+
+
+def image_turns(image_dir: Path, names: List[str], f: h5py.File, conf: dict, device: torch.device,
+                progress: bool = True) -> Dict[str, int]:
+    """Each image's quarter turns (``pipeline/upright.py``; empty when off). Decided once for the whole
+    dataset and kept in the cache's attributes; a dataset with new images is probed again. The probe
+    decodes every image a second time, at a small size: a few ms against the extractor's second."""
+    up = {**upright.default_conf, **(conf.get("upright") or {})}
+    if not up["enabled"]:
+        return {}
+    stored = json.loads(f.attrs.get("turns", "{}"))
+    if all(n in stored for n in names):
+        return {n: int(stored[n]) for n in names}
+    probe = build_extractor({**conf, "max_num_keypoints": up["max_num_keypoints"]}, device)
+    readable, desc = [], []
+    for name in tqdm(names, desc="orientation probe", disable=not progress, leave=False):
+        dec = images_mod.decode_image(image_dir / name)
+        img = None if dec is None else images_mod.prepare_image(dec, {"resize_max": up["resize_max"], "grayscale": False})
+        if img is None:
+            continue
+        try:
+            desc.append(upright.probe_descriptors(img, lambda im: extract_one(probe, im, device), up))
+        except Exception as e:  # as in extraction: an unusable image is left out, not fatal
+            log.debug("orientation probe failed on %s (%s)", name, e)
+            continue
+        readable.append(name)
+    turns = dict(zip(readable, (int(k) for k in upright.estimate_turns(desc, up))))
+    turned = {n: k for n, k in turns.items() if k}
+    log.info("orientation: %d of %d images turned (%s)", len(turned), len(names),
+             ", ".join(f"{n} x{k}" for n, k in sorted(turned.items())[:8]) + (" ..." if len(turned) > 8 else ""))
+    f.attrs["turns"] = json.dumps(turns)
+    return {n: turns.get(n, 0) for n in names}
 
 
 def read_features(f: h5py.File, name: str) -> Dict[str, np.ndarray]:
@@ -155,6 +203,7 @@ def read_features(f: h5py.File, name: str) -> Dict[str, np.ndarray]:
     out = {k: g[k][()] for k in g.keys()}
     out["size"] = np.asarray(g.attrs["size"])
     out["focal"] = float(g.attrs["focal"])
+    out["turn"] = int(g.attrs.get("turn", 0))
     return out
 
 

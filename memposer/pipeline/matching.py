@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from memposer.pipeline.features import FeatureCache, extractor_of, lightglue_module, open_cache, pick_device
+from memposer.pipeline.upright import canonical_keypoints
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,13 @@ def _batches(pairs: Sequence[Tuple[str, str]], cache: FeatureCache, size: int) -
 
 
 def _stack(feats: List[dict], device: torch.device) -> dict:
+    # LightGlue sees keypoints in the frame their descriptors come from (an image's turn, upright.py);
+    # the match indices it returns are the same in every frame
+    canon = [canonical_keypoints(f) for f in feats]
     out = {
-        "keypoints": torch.from_numpy(np.stack([f["keypoints"] for f in feats])).float(),
+        "keypoints": torch.from_numpy(np.stack([k for k, _ in canon])).float(),
         "descriptors": torch.from_numpy(np.stack([f["descriptors"] for f in feats]).astype(np.float32)),
-        "image_size": torch.from_numpy(np.stack([f["size"] for f in feats])).float(),
+        "image_size": torch.from_numpy(np.stack([s for _, s in canon])).float(),
     }
     for k in ("scales", "oris"):
         if k in feats[0]:

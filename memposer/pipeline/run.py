@@ -59,7 +59,8 @@ class RunResult:
 
 def _cache_tag(conf: dict) -> str:
     f = conf["features"]
-    return f"{f['extractor']}-{f.get('model_name', '')}-{f['max_num_keypoints']}-{f['resize_max']}"
+    up = "-upright" if (f.get("upright") or {}).get("enabled") else ""  # features of turned images differ
+    return f"{f['extractor']}-{f.get('model_name', '')}-{f['max_num_keypoints']}-{f['resize_max']}{up}"
 
 
 class _Clock:

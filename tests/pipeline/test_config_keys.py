@@ -18,6 +18,7 @@ PKG = Path(__file__).resolve().parents[2] / "memposer"
 READERS = {
     (): ["pipeline/run.py", "pipeline/cli.py"],
     ("features",): ["pipeline/features.py"],
+    ("features", "upright"): ["pipeline/upright.py", "pipeline/features.py"],
     ("retrieval",): ["pipeline/retrieval.py"],
     ("pairs",): ["pipeline/pairs.py"],
     ("matching",): ["pipeline/matching.py"],
