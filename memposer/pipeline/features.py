@@ -137,8 +137,10 @@ def extract_features(image_dir: Path | str, names: List[str], feature_path: Path
             log.info("features: %d cached, %d to extract (%s)", len(done & set(names)), len(todo), conf["extractor"])
         for name in tqdm(todo, desc="features", disable=not progress or not todo, leave=False):
             dec = images_mod.decode_image(image_dir / name)
-            if dec is not None and on_decoded is not None:
-                on_decoded(dec)
+            if dec is not None and on_decoded is not None:  # retrieval sees the image in its turn too
+                k = turns.get(name, 0)
+                on_decoded(dec if not k else images_mod.DecodedImage(dec.path, dec.image.rotate(90 * k, expand=True),
+                                                                     dec.focal))
             img = None if dec is None else images_mod.prepare_image(dec, {"resize_max": conf["resize_max"],
                                                                           "grayscale": False})
             if img is None:

@@ -105,8 +105,10 @@ def relative_turn_votes(desc: Sequence[Dict[int, np.ndarray]], conf: dict) -> Li
     upright_sets = _padded([d[0] for d in desc])
     votes = []
     for i, refs in enumerate(_refs(len(desc), int(conf["max_refs"]))):
-        counts = _mnn_counts(_padded([desc[i][k] for k in turns]), upright_sets[refs],
-                             conf["min_similarity"]).numpy()        # (turns, refs)
+        query = _padded([desc[i][k] for k in turns])
+        # refs in chunks: the similarity block is turns x chunk x K x K floats
+        counts = np.concatenate([_mnn_counts(query, upright_sets[refs[c:c + 8]], conf["min_similarity"]).numpy()
+                                 for c in range(0, len(refs), 8)], 1)   # (turns, refs)
         top2 = np.sort(counts, 0)[::-1]
         margin = top2[0] - (top2[1] if len(turns) > 1 else 0)
         best = np.array(turns)[counts.argmax(0)]                     # ties: the first turn listed
