@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from memposer.geometry import rotation_error, vector_angle
-from memposer.models.losses import pairwise_relative
+from memposer.models.losses import pair_mask, pairwise_relative
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +22,9 @@ def relative_errors_deg(R: torch.Tensor, t: torch.Tensor, R_gt: torch.Tensor, t_
     ``rot``: geodesic error of ``R_j R_i^T``; ``tdir``: angle between relative translations
     (pairs whose true cameras coincide are left out of ``tdir``).
     """
-    K = mask.shape[1]
-    upper = torch.triu(torch.ones(K, K, dtype=torch.bool, device=mask.device), 1)
-    pairs = mask[:, :, None] & mask[:, None, :] & upper
+    # the loss's pairs (losses.pair_mask), each once; in double precision with exact angles, where the
+    # loss needs float32 and gradient-safe ones (losses.pair_errors)
+    pairs = pair_mask(mask).triu(1)
     Rp, tp = pairwise_relative(R.double(), t.double())
     Rg, tg = pairwise_relative(R_gt.double(), t_gt.double())
     rot = rotation_error(Rp[pairs], Rg[pairs])
