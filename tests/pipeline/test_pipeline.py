@@ -177,6 +177,15 @@ def _clusters_of(competition: Path, first_run) -> tuple:
     return dataset, cluster_images(sorted({n for pair in verified for n in pair}), verified)[0]
 
 
+def test_upright_probe_that_turns_nothing_changes_nothing(competition, first_run, tmp_path):
+    """``features.upright`` on data with no turned image: the probe turns nothing, so the features
+    and the submission are exactly those of a run without it."""
+    res = infer(competition / "train", tmp_path / "submission.csv", tmp_path / "work", "features.upright.enabled=true")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "orientation: 0 of" in res.stderr, res.stderr[-3000:]
+    assert (tmp_path / "submission.csv").read_bytes() == first_run[0].read_bytes()
+
+
 def test_parallel_reconstruction_writes_the_same_file(competition, first_run, tmp_path):
     """Clusters mapped in 2 processes give the same submission as one after another (num_threads=1)."""
     out = {}
