@@ -8,13 +8,12 @@ whatever the turn.
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
-
-import json
 
 import h5py
 import numpy as np
@@ -173,7 +172,7 @@ def image_turns(image_dir: Path, names: List[str], f: h5py.File, conf: dict, dev
     """Each image's quarter turns (``pipeline/upright.py``; empty when off). Decided once for the whole
     dataset and kept in the cache's attributes; a dataset with new images is probed again. The probe
     decodes every image a second time, at a small size: a few ms against the extractor's second."""
-    up = {**upright.default_conf, **(conf.get("upright") or {})}
+    up = {**upright.default_conf, **conf["upright"]}  # the section may be partial: extract_features merges shallowly
     if not up["enabled"]:
         return {}
     stored = json.loads(f.attrs.get("turns", "{}"))
@@ -187,7 +186,7 @@ def image_turns(image_dir: Path, names: List[str], f: h5py.File, conf: dict, dev
         if img is None:
             continue
         try:
-            desc.append(upright.probe_descriptors(img, lambda im: extract_one(probe, im, device), up))
+            desc.append(upright.probe_descriptors(img, lambda im, k: extract_one(probe, im, device, k), up))
         except Exception as e:  # as in extraction: an unusable image is left out, not fatal
             log.debug("orientation probe failed on %s (%s)", name, e)
             continue

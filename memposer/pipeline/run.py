@@ -59,7 +59,7 @@ class RunResult:
 
 def _cache_tag(conf: dict) -> str:
     f = conf["features"]
-    up = "-upright" if (f.get("upright") or {}).get("enabled") else ""  # features of turned images differ
+    up = "-upright" if f["upright"]["enabled"] else ""  # features of turned images differ
     return f"{f['extractor']}-{f.get('model_name', '')}-{f['max_num_keypoints']}-{f['resize_max']}{up}"
 
 

@@ -6,9 +6,11 @@ upright neighbours poorly, and the scene falls apart at it (middlebury's temple,
 Before the features stage, each image is described at low resolution in each quarter turn; for each
 image and each of up to ``max_refs`` other images, the turn of the first under which the two share
 the most mutual nearest-neighbour descriptors (by a margin over the next turn) is a vote for their
-relative turn. A few sweeps of coordinate ascent pick one turn per image that agrees with the most
-votes, in the gauge where most images keep their own orientation (unrelated pairs vote no turn more
-often than another, so they add noise, not bias). The features stage then extracts each image in
+relative turn. A maximum spanning forest over the pairs with the clearest relative turn fixes one turn
+per image (a turned group that mostly sees itself turns as a whole), a few sweeps of coordinate
+ascent then move single images to the turn most votes give them, and each group keeps the
+orientation most of its images have (unrelated pairs vote no turn more often than another, so they
+add noise, not bias). The features stage then extracts each image in
 its turn and maps the keypoints back: everything after it, COLMAP and the submission included, stays
 in the original image's pixels; only the matcher sees the turned frame (``canonical_keypoints``).
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 from typing import Dict, List, Sequence, Tuple
 
+import networkx as nx
 import numpy as np
 import torch
 
@@ -142,32 +145,17 @@ def solve_turns(n: int, votes: List[Tuple[int, int, int, float]], conf: dict) ->
         lead = w[d] - np.partition(w, -2)[-2]
         if lead >= conf["min_gain"]:
             edges.append((lead, i, j, d))
-    parent = list(range(n))
-
-    def root(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    tree: List[List[Tuple[int, int]]] = [[] for _ in range(n)]
-    for _, i, j, d in sorted(edges, key=lambda e: (-e[0], e[1], e[2])):
-        if root(i) != root(j):
-            parent[root(i)] = root(j)
-            tree[i].append((j, -d % 4))   # turn_j = turn_i - d
-            tree[j].append((i, d))        # turn_i = turn_j + d
-    turns, seen = np.zeros(n, int), np.zeros(n, bool)
-    for s in range(n):
-        if seen[s]:
-            continue
-        seen[s], stack, group = True, [s], [s]
-        while stack:
-            a = stack.pop()
-            for b, d in tree[a]:
-                if not seen[b]:
-                    seen[b], turns[b] = True, (turns[a] + d) % 4
-                    stack.append(b)
-                    group.append(b)
+    g = nx.Graph()
+    g.add_nodes_from(range(n))
+    for lead, i, j, d in edges:
+        g.add_edge(i, j, weight=lead, d=d)  # d = turn_i - turn_j
+    forest = nx.maximum_spanning_tree(g)
+    turns = np.zeros(n, int)
+    for comp in nx.connected_components(forest):
+        group = sorted(comp)
+        for a, b in nx.bfs_edges(forest, group[0]):
+            d = forest.edges[a, b]["d"]
+            turns[b] = (turns[a] - d) % 4 if a < b else (turns[a] + d) % 4
         turns[group] = (turns[group] - np.bincount(turns[group], minlength=4).argmax()) % 4
     by_image: List[List[Tuple[int, int, float]]] = [[] for _ in range(n)]
     for (i, j), w in ev.items():
@@ -191,13 +179,9 @@ def solve_turns(n: int, votes: List[Tuple[int, int, int, float]], conf: dict) ->
 
 def probe_descriptors(img, extract, conf: dict) -> Dict[int, np.ndarray]:
     """One probe image (``images.LoadedImage`` at the probe's size) -> ``{turn: descriptors}``;
-    ``extract(img) -> {"descriptors": ...}`` is the probe's extractor."""
+    ``extract(img, turn) -> {"descriptors": ...}`` is the probe's extractor (``features.extract_one``)."""
     conf = {**default_conf, **conf}
-    out = {}
-    for k in conf["turns"]:
-        turned = type(img)(img.name, np.ascontiguousarray(np.rot90(img.image, k)), img.size, img.scale, img.focal)
-        out[k % 4] = np.asarray(extract(turned)["descriptors"], np.float16)
-    return out
+    return {k % 4: np.asarray(extract(img, k % 4)["descriptors"], np.float16) for k in conf["turns"]}
 
 
 def estimate_turns(desc: Sequence[Dict[int, np.ndarray]], conf: dict) -> np.ndarray:
