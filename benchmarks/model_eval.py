@@ -157,8 +157,12 @@ def real(model, split: Path, work: Path, max_tracks: int, ra: bool) -> Dict[str,
 
 
 def reference(model, model_dir: Path, every: int, run: int, max_images: int, max_tracks: int,
-              ra: bool) -> Dict[str, Dict[str, Dict[str, float]]]:
-    """Errors on a COLMAP model's own tracks: observed keypoints, and the 3D points reprojected exactly."""
+              ra: bool, focal_prior: bool = False) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """Errors on a COLMAP model's own tracks: observed keypoints, and the 3D points reprojected exactly.
+
+    ``focal_prior``: observed keypoints normalised as the pipeline does without EXIF (image centre,
+    1.2 x the long side), so the model also has to cope with the wrong focal; the exact reprojections
+    are scaled by the same ratio."""
     import pycolmap  # noqa: PLC0415
 
     from memposer.pipeline.tracks import default_conf as track_defaults, select_tracks  # noqa: PLC0415
@@ -174,9 +178,15 @@ def reference(model, model_dir: Path, every: int, run: int, max_images: int, max
         cam = rec.cameras[im.camera_id]
         pts = [(pids[q.point3D_id], q.xy) for q in im.points2D if q.has_point3D()]
         j = np.array([a for a, _ in pts], np.int64)
-        observed[i, j] = cam.cam_from_img(np.array([b for _, b in pts], np.float64))
+        xy = np.array([b for _, b in pts], np.float64)
         X = (im.cam_from_world().rotation.matrix() @ xyz[j].T).T + im.cam_from_world().translation
         exact[i, j] = X[:, :2] / X[:, 2:]
+        if focal_prior:
+            prior = 1.2 * max(cam.width, cam.height)
+            observed[i, j] = (xy - np.array([cam.width, cam.height]) / 2) / prior
+            exact[i, j] *= cam.focal_length / prior
+        else:
+            observed[i, j] = cam.cam_from_img(xy)
         vis[i, j] = True
     keep = select_tracks(vis, {**track_defaults, "max_tracks": max_tracks})
     vis = vis[:, keep]
@@ -185,7 +195,8 @@ def reference(model, model_dir: Path, every: int, run: int, max_images: int, max
     out = {}
     for kind, obs in (("observed", observed), ("reprojected", exact)):
         o = np.where(vis[..., None], obs[:, keep], 0).astype(np.float32)
-        out[f"{model_dir} every {every} from {run}, {n} images, {vis.shape[1]} tracks, {kind}"] = summarize(
+        out[f"{model_dir} every {every} from {run}, {n} images, {vis.shape[1]} tracks, {kind}"
+            f"{', focal prior' if focal_prior else ''}"] = summarize(
             [evaluate_scene(model, o, vis, R_gt, t_gt, ra)])
     return out
 
@@ -202,6 +213,13 @@ def main(argv=None) -> int:
     p.add_argument("--window", type=float, default=0.0, help="share of synthetic scenes with view windows")
     p.add_argument("--view-window", type=float, nargs=2, default=scene_defaults["view_window"], help="degrees")
     p.add_argument("--layouts", nargs="+", metavar="NAME=W", help="scene layout mix, e.g. handheld=1")
+    p.add_argument("--focal-range", type=float, nargs=2, default=scene_defaults["focal_range"],
+                   help="true focal / long side")
+    p.add_argument("--exif", type=float, default=scene_defaults["exif"],
+                   help="share of cameras with a near-true focal prior (0: none, as a folder without EXIF)")
+    p.add_argument("--shared-camera", type=float, default=0.0, help="share of scenes whose cameras share one focal")
+    p.add_argument("--focal-prior", action="store_true",
+                   help="with --reference: normalise keypoints by COLMAP's prior (1.2 x long side), not the true intrinsics")
     p.add_argument("--reference", type=Path, help="a COLMAP model: evaluate on its own tracks")
     p.add_argument("--every", type=int, default=3, help="with --reference: every k-th image")
     p.add_argument("--max-images", type=int, default=24, help="with --reference")
@@ -217,17 +235,20 @@ def main(argv=None) -> int:
     model = load_checkpoint(a.checkpoint)
     results = {}
     conf = {**scene_defaults, "cameras": a.cameras, "tracks": a.tracks, "background": a.background,
-            "distance_scale": a.distance_scale, "view_window_p": a.window, "view_window": a.view_window}
+            "distance_scale": a.distance_scale, "view_window_p": a.window, "view_window": a.view_window,
+            "focal_range": a.focal_range, "exif": a.exif, "shared_camera": a.shared_camera}
     if a.layouts:
         conf["layouts"] = {k: float(w) for k, w in (x.split("=") for x in a.layouts)}
     for run in range(a.runs if a.synthetic else 0):
         t = synthetic(model, a.synthetic, run, conf, not a.no_ra)
         results[f"synthetic run {run}"] = t
         print_table(f"synthetic held-out, run {run}: {a.synthetic} scenes, cameras {a.cameras}, {a.tracks} tracks, "
-                    f"background {a.background}, distance x{a.distance_scale}, view windows {a.window}, layouts {conf['layouts']}", t)
+                    f"background {a.background}, distance x{a.distance_scale}, view windows {a.window}, layouts {conf['layouts']}, "
+                    f"focal {a.focal_range}, exif {a.exif}, shared camera {a.shared_camera}", t)
     for run in range(a.runs if a.reference else 0):
         for mt in a.max_tracks:
-            for scene, t in reference(model, a.reference, a.every, run, a.max_images, mt, not a.no_ra).items():
+            for scene, t in reference(model, a.reference, a.every, run, a.max_images, mt, not a.no_ra,
+                                      a.focal_prior).items():
                 results[scene] = t
                 print_table(scene, t)
     if a.real:

@@ -30,7 +30,11 @@ default_conf: Dict[str, Any] = {
     "layouts": {"orbit": 0.45, "landmark": 0.35, "walk": 0.2},
     "roll_flip": 0.15,              # share of cameras rolled by 90-180 degrees (upside-down views)
     "focal_range": [0.6, 1.6],      # true focal / max image side
-    "exif": 0.5,                    # share of cameras whose focal prior is close to the truth
+    # Probability that all cameras of a scene share one image size and focal (a video, a turntable,
+    # one person's camera): with no EXIF they then all share one wrong prior, as middlebury does
+    # (true focal ~2.4 x the long side, COLMAP's prior 1.2 x). 0 = off, drawing nothing.
+    "shared_camera": 0.0,
+    "exif": 0.5,                    # share of cameras whose focal prior is close to the truth; [lo, hi]: drawn per scene
     "exif_noise": 0.03,             # log-normal sigma of an EXIF focal prior around the truth
     "noise_px": [0.3, 2.0],         # pixel noise sigma range
     "drop": [0.0, 0.4],             # random share of visible observations dropped
@@ -195,6 +199,8 @@ def _try_scene(rng: np.random.Generator, conf: dict, layout: str) -> Optional[Di
     R, t = np.stack(Rs), np.stack(ts)
     sizes = _SIZES[rng.integers(len(_SIZES), size=n)].astype(float)  # (N, 2) width, height
     f = sizes.max(1) * rng.uniform(*conf["focal_range"], size=n)
+    if conf["shared_camera"] > 0 and rng.random() < conf["shared_camera"]:  # no draw when off: old seeds stay
+        sizes, f = np.repeat(sizes[:1], n, 0), np.repeat(f[:1], n)
     X = np.einsum("nij,pj->npi", R, pts) + t[:, None]                     # (N,P,3) camera coords
     z = X[..., 2]
     uv = f[:, None, None] * X[..., :2] / np.maximum(z, 1e-6)[..., None] + sizes[:, None] / 2
@@ -218,12 +224,14 @@ def _try_scene(rng: np.random.Generator, conf: dict, layout: str) -> Optional[Di
     if cams.sum() < 2:
         return None
     # the focal the pipeline would assume: EXIF (close to the truth) or COLMAP's default prior
-    exif = rng.random(n) < conf["exif"]
+    share = conf["exif"] if np.isscalar(conf["exif"]) else _range(rng, conf["exif"])
+    exif = rng.random(n) < share
     f_prior = np.where(exif, f * np.exp(rng.normal(0, conf["exif_noise"], n)), 1.2 * sizes.max(1))
     obs = (uv - sizes[:, None] / 2) / f_prior[:, None, None]
     obs[~vis] = 0
     return {"obs": obs[cams].astype(np.float32), "vis": vis[cams], "R": R[cams].astype(np.float32),
-            "t": t[cams].astype(np.float32), "layout": layout}
+            "t": t[cams].astype(np.float32), "layout": layout,
+            "focal_ratio": (f_prior / f)[cams]}  # prior / true focal: obs x this = true normalised points
 
 
 def collate_track_scenes(scenes: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:

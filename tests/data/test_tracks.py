@@ -118,3 +118,22 @@ def test_background_range_is_drawn_per_scene_and_a_number_draws_nothing():
     shares = [_far_track_share(sample_scene(np.random.default_rng(k), {**conf, "background": [0.0, 0.6]}))
               for k in range(8)]
     assert max(shares) > 0.1 and max(shares) - min(shares) > 0.1, shares
+
+
+def test_shared_camera_scenes_share_one_wrong_prior_and_exif_share_is_drawn_per_scene():
+    a = sample_batch(9, 2)
+    b = sample_batch(9, 2, {"shared_camera": 0.0, "exif": 0.5})
+    assert np.array_equal(a["obs"].numpy(), b["obs"].numpy())  # off draws nothing: old seeds, old scenes
+    conf = {**CLEAN, "exif": 0.0, "shared_camera": 1.0, "focal_range": [2.0, 3.0], "cameras": [8, 8]}
+    s = sample_scene(np.random.default_rng(4), conf)
+    ratio = s["focal_ratio"]
+    assert np.allclose(ratio, ratio[0]) and ratio[0] < 0.61  # one camera, prior 1.2x long side, truth >= 2x
+    # the observations are the true normalised points divided by that one ratio
+    true_obs = {**s, "obs": s["obs"] * ratio[:, None, None]}
+    assert np.median(_epipolar_residuals(true_obs)) < 1e-5
+    assert np.median(_epipolar_residuals(s)) > 1e-3
+    many = sample_scene(np.random.default_rng(4), {**conf, "shared_camera": 0.0, "cameras": [12, 12]})
+    assert np.ptp(many["focal_ratio"]) > 0.01  # independent cameras: independent focals
+    shares = [np.isclose(sample_scene(np.random.default_rng(k), {**CLEAN, "exif": [0.0, 1.0]})["focal_ratio"], 1.0).mean()
+              for k in range(10)]
+    assert max(shares) - min(shares) > 0.3, shares
