@@ -133,3 +133,14 @@ def test_perturbed_start_poses_stay_within_the_noise_asked_for():
     assert torch.allclose(c, camera_center(b["R"], b["t"]), atol=1e-5)
     _, c2 = perturbed_poses(rng, b["R"], b["t"], {"rot_deg": [0.0, 0.0], "center": [0.5, 0.5]})
     assert (c2 - c).norm(dim=-1).mean() > 0.1
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("train*.yaml")), ids=lambda p: p.name)
+def test_every_training_config_loads_and_draws_a_batch(path):
+    """A typo in a shipped recipe (an unknown scene option, a bad base) fails here, not on the GPU."""
+    from memposer.training.config import load_config  # noqa: PLC0415
+    from memposer.training.data import TrackDataModule, TrainBatches  # noqa: PLC0415
+
+    conf = load_config(path, ["data.batch_size=2"])
+    batch = next(iter(TrainBatches(TrackDataModule(conf["data"], seed=0).conf, seed=0)))
+    assert batch["obs"].shape[0] == 2 and batch["mask"].any(1).all()
