@@ -38,12 +38,12 @@ VARIANTS = {
     "nosupport": ["clustering.support=0"],  # edges need no common neighbour (the default before)
     "support2": ["clustering.support=2"],
     # pair selection (issue 15): retrieval's k alone, or candidates re-ranked by mutual descriptor matches
-    "k5": ["pairs.k=5", "pairs.rerank_k=0"],
-    "k10": ["pairs.k=10", "pairs.rerank_k=0"],
-    "rerank3": ["pairs.rerank_k=3"],
-    "rerank4": ["pairs.rerank_k=4"],
-    "rerank5": ["pairs.rerank_k=5"],
-    "rerank6": ["pairs.rerank_k=6"],
+    "k5": ["pairs.k=5", "pairs.rerank=none"],
+    "k10": ["pairs.k=10", "pairs.rerank=none"],
+    "rerank3": ["pairs.k=3", "pairs.rerank=mutual"],
+    "rerank4": ["pairs.k=4", "pairs.rerank=mutual"],
+    "rerank5": ["pairs.k=5", "pairs.rerank=mutual"],
+    "rerank6": ["pairs.k=6", "pairs.rerank=mutual"],
     "reattach": ["clustering.reattach=30"],  # left-out images join their clear best cluster
     "global": ["reconstruction.mapper=global"],  # GLOMAP-style global SfM instead of incremental
     # clusters one after another (COLMAP gets every core) or one process per core

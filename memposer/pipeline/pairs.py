@@ -5,8 +5,8 @@ nearest neighbours by global-descriptor similarity, plus up to ``max_k`` neighbo
 ``min_similarity``; similarities are computed in row blocks, so memory and pair count stay O(n k).
 When a dataset is known to be a video or sequence (``sequence_window``), consecutive frames are
 added as pairs too: sequence continuity lives here and in the training loss, never in the decoder.
-With ``rerank_k`` > 0, each image's ``rerank_candidates`` nearest neighbours are only candidates: it
-keeps the ``rerank_k`` of them a pair score ranks highest (mutual descriptor matches, ``prematch.py``).
+With ``rerank: mutual``, each image's ``rerank_candidates`` nearest neighbours are only candidates: it
+keeps the ``k`` of them a pair score ranks highest (mutual descriptor matches, ``prematch.py``).
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ default_conf = {
     "max_k": 30,
     "block": 1024,  # rows of the similarity matrix computed at once
     "sequence_window": 0,  # > 0: images are a sequence in name order; also pair each with its next w
-    # > 0: keep each image's rerank_k best candidates by mutual descriptor matches (k, max_k and
-    # min_similarity then unused); the candidates are its rerank_candidates nearest by global similarity
-    "rerank_k": 0,
+    # none | mutual: each image keeps the k of its rerank_candidates nearest (by global similarity) that
+    # share the most mutual descriptor matches with it (max_k and min_similarity then unused)
+    "rerank": "none",
     "rerank_candidates": 30,
     "rerank_ratio": 0.9,  # a descriptor match counts when nearest / second-nearest distance < this
 }
@@ -35,7 +35,7 @@ PairScore = Callable[[List[Pair]], np.ndarray]  # pairs -> (P,) scores, higher =
 
 def shortlist_pairs(desc: np.ndarray, conf: Optional[dict] = None, pair_score: Optional[PairScore] = None) -> List[Pair]:
     """Sorted unique ``(i, j)`` with ``i < j`` to match, from (N, D) unit descriptors; ``pair_score``
-    ranks the candidates when ``rerank_k`` > 0."""
+    ranks the candidates with ``rerank: mutual``."""
     conf = {**default_conf, **(conf or {})}
     n = len(desc)
     if n < 2:
@@ -43,12 +43,12 @@ def shortlist_pairs(desc: np.ndarray, conf: Optional[dict] = None, pair_score: O
     if n < conf["exhaustive_below"]:
         return list(combinations(range(n), 2))
     pairs = set(sequence_pairs(n, int(conf["sequence_window"])))
-    if int(conf["rerank_k"]) > 0:
+    if conf["rerank"] == "mutual":
         if pair_score is None:
-            raise ValueError("pairs.rerank_k > 0 needs a pair score (the pipeline passes prematch's)")
+            raise ValueError("pairs.rerank=mutual needs a pair score (the pipeline passes prematch's)")
         c = int(conf["rerank_candidates"])
         cand = sorted(nearest_pairs(desc, c, c, None, int(conf["block"])))
-        pairs |= rerank_pairs(cand, pair_score(cand), n, int(conf["rerank_k"]))
+        pairs |= rerank_pairs(cand, pair_score(cand), n, int(conf["k"]))
     else:
         pairs |= nearest_pairs(desc, int(conf["k"]), int(conf["max_k"]), conf["min_similarity"], int(conf["block"]))
     return sorted(pairs)

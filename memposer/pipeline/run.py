@@ -100,7 +100,7 @@ def run_dataset(dataset: str, image_dir: Path, names: List[str], work: Path, con
         clock.move(describer.seconds, "features", "retrieval")
     desc = retrieval.global_descriptors(image_dir, ok, feat_path, conf["retrieval"], progress, describer)
     clock.lap("retrieval")
-    score = prematch.pair_scorer(ok, feat_path, conf["pairs"], conf["matching"]["device"])  # for pairs.rerank_k
+    score = prematch.pair_scorer(ok, feat_path, conf["pairs"], conf["matching"]["device"])  # for pairs.rerank
     shortlist = [(ok[i], ok[j]) for i, j in pairs.shortlist_pairs(desc, conf["pairs"], score)]
     clock.lap("pairs")
     matching.match_pairs(shortlist, feat_path, match_path, conf["matching"], progress)
