@@ -44,6 +44,8 @@ VARIANTS = {
     "rerank4": ["pairs.k=4", "pairs.rerank=mutual"],
     "rerank5": ["pairs.k=5", "pairs.rerank=mutual"],
     "rerank6": ["pairs.k=6", "pairs.rerank=mutual"],
+    "rerank5-min15": ["pairs.k=5", "pairs.rerank=mutual", "pairs.rerank_min=15"],
+    "rerank6-min15": ["pairs.k=6", "pairs.rerank=mutual", "pairs.rerank_min=15"],
     "reattach": ["clustering.reattach=30"],  # left-out images join their clear best cluster
     "global": ["reconstruction.mapper=global"],  # GLOMAP-style global SfM instead of incremental
     # clusters one after another (COLMAP gets every core) or one process per core

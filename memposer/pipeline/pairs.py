@@ -27,6 +27,7 @@ default_conf = {
     "rerank": "none",
     "rerank_candidates": 30,
     "rerank_ratio": 0.9,  # a descriptor match counts when nearest / second-nearest distance < this
+    "rerank_min": 0,  # of an image's k, candidates with fewer mutual matches are dropped (never its best)
 }
 
 Pair = Tuple[int, int]
@@ -48,7 +49,7 @@ def shortlist_pairs(desc: np.ndarray, conf: Optional[dict] = None, pair_score: O
             raise ValueError("pairs.rerank=mutual needs a pair score (the pipeline passes prematch's)")
         c = int(conf["rerank_candidates"])
         cand = sorted(nearest_pairs(desc, c, c, None, int(conf["block"])))
-        pairs |= rerank_pairs(cand, pair_score(cand), n, int(conf["k"]))
+        pairs |= rerank_pairs(cand, pair_score(cand), n, int(conf["k"]), float(conf["rerank_min"]))
     else:
         pairs |= nearest_pairs(desc, int(conf["k"]), int(conf["max_k"]), conf["min_similarity"], int(conf["block"]))
     return sorted(pairs)
@@ -78,15 +79,17 @@ def nearest_pairs(desc: np.ndarray, k: int, max_k: int, min_similarity: Optional
     return pairs
 
 
-def rerank_pairs(cand: Sequence[Pair], scores: np.ndarray, n: int, k: int) -> Set[Pair]:
-    """The candidates among each image's ``k`` highest-scoring ones (ties: the earlier candidate)."""
+def rerank_pairs(cand: Sequence[Pair], scores: np.ndarray, n: int, k: int, min_score: float = 0.0) -> Set[Pair]:
+    """The candidates among each image's ``k`` highest-scoring ones (ties: the earlier candidate) that
+    score at least ``min_score``; an image's best candidate is kept whatever its score."""
     mine: List[List[int]] = [[] for _ in range(n)]
     for p, (i, j) in enumerate(cand):
         mine[i].append(p)
         mine[j].append(p)
     keep: Set[Pair] = set()
     for ps in mine:
-        keep |= {cand[p] for p in sorted(ps, key=lambda p: -scores[p])[:k]}
+        best = sorted(ps, key=lambda p: -scores[p])[:k]
+        keep |= {cand[p] for r, p in enumerate(best) if r == 0 or scores[p] >= min_score}
     return keep
 
 
