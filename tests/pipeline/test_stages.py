@@ -204,3 +204,14 @@ def test_mutual_matches_count_shared_distinctive_descriptors():
     assert mutual_matches(a, unit(torch.randn(300, 128, generator=g)), 0.9) < 5  # unrelated images
     twin = torch.cat([shared, shared[:1]])  # a repeated descriptor is ambiguous: the ratio test drops it
     assert mutual_matches(a, twin, 0.9) == 119
+
+
+def test_rerank_min_drops_weak_candidates_but_never_an_images_best():
+    from memposer.pipeline.pairs import rerank_pairs
+
+    # image 3 is an outlier: its candidates all score 4; the others share strong pairs
+    cand = [(0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3)]
+    scores = np.array([50, 40, 30, 4, 3, 2])
+    assert rerank_pairs(cand, scores, 4, 2) == {(0, 1), (0, 2), (1, 2), (0, 3), (1, 3)}
+    kept = rerank_pairs(cand, scores, 4, 2, min_score=15)
+    assert kept == {(0, 1), (0, 2), (1, 2), (0, 3)}  # the outlier keeps its best pair only
