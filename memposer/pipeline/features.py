@@ -159,9 +159,11 @@ def extract_features(image_dir: Path | str, names: List[str], feature_path: Path
                     model = build_extractor(conf, device)
                 pending.append((name, img, pool.submit(extract_one, model, img, device, turns.get(name, 0))))
                 while len(pending) > workers:  # decoding runs ahead of extraction by one image per worker
-                    status[pending[0][0]] = _write_features(f, *pending.popleft(), turns)
+                    job = pending.popleft()
+                    status[job[0]] = _write_features(f, *job, turns)
             while pending:
-                status[pending[0][0]] = _write_features(f, *pending.popleft(), turns)
+                job = pending.popleft()
+                status[job[0]] = _write_features(f, *job, turns)
     return status
 
 
