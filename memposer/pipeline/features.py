@@ -143,7 +143,7 @@ def extract_features(image_dir: Path | str, names: List[str], feature_path: Path
             log.info("features: %d cached, %d to extract (%s)", len(done & set(names)), len(todo), conf["extractor"])
         workers = int(conf["workers"]) or os.cpu_count() or 1
         pending: Deque[Tuple[str, images_mod.LoadedImage, Future]] = deque()
-        with _torch_threads(1 if workers > 1 else None), ThreadPoolExecutor(workers) as pool:
+        with torch_threads(1 if workers > 1 else None), ThreadPoolExecutor(workers) as pool:
             for name in tqdm(todo, desc="features", disable=not progress or not todo, leave=False):
                 dec = images_mod.decode_image(image_dir / name)
                 if dec is not None and on_decoded is not None:  # retrieval sees the image in its turn too
@@ -168,7 +168,7 @@ def extract_features(image_dir: Path | str, names: List[str], feature_path: Path
 
 
 @contextmanager
-def _torch_threads(n: Optional[int]) -> Iterator[None]:
+def torch_threads(n: Optional[int]) -> Iterator[None]:
     """torch's intra-op threads set to ``n`` inside the block (None: left as they are)."""
     before = torch.get_num_threads()
     if n is not None:

@@ -7,13 +7,14 @@ see one scene share many distinctive descriptors; look-alike scenes and outliers
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from memposer.pipeline.features import FeatureCache, pick_device
+from memposer.pipeline.features import FeatureCache, pick_device, torch_threads
 
 
 def _unit(d: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -35,13 +36,25 @@ def mutual_matches(d0: torch.Tensor, d1: torch.Tensor, ratio: float) -> int:
 
 
 def mutual_match_counts(pairs: Sequence[Tuple[str, str]], feature_path: Path | str, ratio: float = 0.9,
-                        device: str = "auto") -> np.ndarray:
-    """(P,) :func:`mutual_matches` of every pair of image names, from the features cache."""
+                        device: str = "auto", capacity: int = 256) -> np.ndarray:
+    """(P,) :func:`mutual_matches` of every pair of image names, from the features cache (the unit
+    descriptors of the last ``capacity`` images are kept: pairs come sorted, so most are reused)."""
     dev = pick_device(device)
     out = np.zeros(len(pairs), np.int64)
-    with FeatureCache(feature_path) as cache:
+    units: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+
+    def unit(name: str) -> torch.Tensor:
+        if name not in units:
+            units[name] = _unit(cache[name]["descriptors"], dev)
+            if len(units) > capacity:
+                units.popitem(last=False)
+        units.move_to_end(name)
+        return units[name]
+
+    # one torch thread: each product is too small to split, and split it slows down badly on a busy machine
+    with FeatureCache(feature_path, capacity=0) as cache, torch_threads(1):
         for p, (a, b) in enumerate(pairs):
-            out[p] = mutual_matches(_unit(cache[a]["descriptors"], dev), _unit(cache[b]["descriptors"], dev), ratio)
+            out[p] = mutual_matches(unit(a), unit(b), ratio)
     return out
 
 
