@@ -1,9 +1,9 @@
 """Pair scores before LightGlue: mutual nearest neighbours of local descriptors that pass a ratio test.
 
 A (M, N) descriptor product per pair costs ~2-15 ms on 2 CPU cores, against 150-450 ms for LightGlue
-on the same pair, so the pairs stage can afford it on every retrieval candidate (``pairs.rerank:
-mutual``). Pairs that see one scene share many distinctive descriptors; look-alike scenes and outliers share few
-(docs/results.md, "Pairs re-ranked by mutual matches").
+on the same pair, so the pairs stage can afford it on every retrieval candidate
+(``pairs.rerank: mutual``). Pairs that see one scene share many distinctive descriptors; look-alike
+scenes and outliers share few (docs/results.md, "Pairs re-ranked by mutual matches").
 """
 from __future__ import annotations
 
