@@ -37,6 +37,15 @@ VARIANTS = {
     "louvain": ["clustering.method=louvain"],
     "nosupport": ["clustering.support=0"],  # edges need no common neighbour (the default before)
     "support2": ["clustering.support=2"],
+    # pair selection (issue 15): retrieval's k alone, or candidates re-ranked by mutual descriptor matches
+    "k5": ["pairs.k=5", "pairs.rerank=none"],
+    "k10": ["pairs.k=10", "pairs.rerank=none"],
+    "rerank3": ["pairs.k=3", "pairs.rerank=mutual"],
+    "rerank4": ["pairs.k=4", "pairs.rerank=mutual"],
+    "rerank5": ["pairs.k=5", "pairs.rerank=mutual"],
+    "rerank6": ["pairs.k=6", "pairs.rerank=mutual"],
+    "rerank5-min15": ["pairs.k=5", "pairs.rerank=mutual", "pairs.rerank_min=15"],
+    "rerank6-min15": ["pairs.k=6", "pairs.rerank=mutual", "pairs.rerank_min=15"],
     "reattach": ["clustering.reattach=30"],  # left-out images join their clear best cluster
     "global": ["reconstruction.mapper=global"],  # GLOMAP-style global SfM instead of incremental
     # clusters one after another (COLMAP gets every core) or one process per core

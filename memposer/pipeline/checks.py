@@ -20,6 +20,7 @@ POSES = ("colmap", "memposer", "seeded")
 CHOICES = {  # settings with a fixed set of values: checked here instead of failing inside a dataset
     ("features", "extractor"): ("aliked", "disk", "sift"),
     ("retrieval", "method"): ("dinov2", "vlad"),
+    ("pairs", "rerank"): ("none", "mutual"),
     ("clustering", "method"): ("components", "louvain", "none"),
     ("reconstruction", "poses"): POSES,
     ("reconstruction", "mapper"): ("incremental", "global"),

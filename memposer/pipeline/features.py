@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 import h5py
 import numpy as np
@@ -32,6 +35,10 @@ default_conf = {
     "detection_threshold": 0.0,  # 0 -> exactly max_num_keypoints per image (lets the matcher batch pairs)
     "resize_max": 1024,
     "device": "auto",
+    # images extracted at once, each on its own thread with one torch thread (0: one per core). On a CPU,
+    # torch's own threads scale poorly on one image: 2 x 1 is ~1.4x faster than 1 x 2 on 2 cores
+    # (docs/results.md, "Pairs re-ranked by mutual matches"); 1: torch's threads as they are
+    "workers": 1,
     # find images turned by quarter turns against the others and extract them upright (upright.py)
     "upright": dict(upright.default_conf),
 }
@@ -134,37 +141,62 @@ def extract_features(image_dir: Path | str, names: List[str], feature_path: Path
                 status[n] = True
         if todo:
             log.info("features: %d cached, %d to extract (%s)", len(done & set(names)), len(todo), conf["extractor"])
-        for name in tqdm(todo, desc="features", disable=not progress or not todo, leave=False):
-            dec = images_mod.decode_image(image_dir / name)
-            if dec is not None and on_decoded is not None:  # retrieval sees the image in its turn too
-                k = turns.get(name, 0)
-                on_decoded(dec if not k else images_mod.DecodedImage(dec.path, dec.image.rotate(90 * k, expand=True),
-                                                                     dec.focal))
-            img = None if dec is None else images_mod.prepare_image(dec, {"resize_max": conf["resize_max"],
-                                                                          "grayscale": False})
-            if img is None:
-                status[name] = False
-                continue
-            if model is None:
-                model = build_extractor(conf, device)
-            try:
-                feats = extract_one(model, img, device, turns.get(name, 0))
-            except Exception as e:  # e.g. an image too small for the network's strides
-                log.warning("feature extraction failed on %s (%s: %s); image left out", name, type(e).__name__, e)
-                status[name] = False
-                continue
-            if name in f:
-                del f[name]
-            g = f.create_group(name)
-            for k, v in feats.items():
-                g.create_dataset(k, data=v)
-            g.attrs["size"] = np.asarray(img.size, np.int64)
-            g.attrs["focal"] = float(img.focal or -1.0)
-            g.attrs["turn"] = turns.get(name, 0)
-            g.attrs["done"] = 1
-            f.flush()
-            status[name] = True
+        workers = int(conf["workers"]) or os.cpu_count() or 1
+        pending: Deque[Tuple[str, images_mod.LoadedImage, Future]] = deque()
+        with torch_threads(1 if workers > 1 else None), ThreadPoolExecutor(workers) as pool:
+            for name in tqdm(todo, desc="features", disable=not progress or not todo, leave=False):
+                dec = images_mod.decode_image(image_dir / name)
+                if dec is not None and on_decoded is not None:  # retrieval sees the image in its turn too
+                    k = turns.get(name, 0)
+                    on_decoded(dec if not k else images_mod.DecodedImage(dec.path, dec.image.rotate(90 * k, expand=True),
+                                                                         dec.focal))
+                img = None if dec is None else images_mod.prepare_image(dec, {"resize_max": conf["resize_max"],
+                                                                              "grayscale": False})
+                if img is None:
+                    status[name] = False
+                    continue
+                if model is None:
+                    model = build_extractor(conf, device)
+                pending.append((name, img, pool.submit(extract_one, model, img, device, turns.get(name, 0))))
+                while len(pending) > workers:  # decoding runs ahead of extraction by one image per worker
+                    job = pending.popleft()
+                    status[job[0]] = _write_features(f, *job, turns)
+            while pending:
+                job = pending.popleft()
+                status[job[0]] = _write_features(f, *job, turns)
     return status
+
+
+@contextmanager
+def torch_threads(n: Optional[int]) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` inside the block (None: left as they are)."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _write_features(f: h5py.File, name: str, img: images_mod.LoadedImage, job: Future, turns: Dict[str, int]) -> bool:
+    """Store one image's extracted features (``job``'s result); False when extraction failed."""
+    try:
+        feats = job.result()
+    except Exception as e:  # e.g. an image too small for the network's strides
+        log.warning("feature extraction failed on %s (%s: %s); image left out", name, type(e).__name__, e)
+        return False
+    if name in f:
+        del f[name]
+    g = f.create_group(name)
+    for k, v in feats.items():
+        g.create_dataset(k, data=v)
+    g.attrs["size"] = np.asarray(img.size, np.int64)
+    g.attrs["focal"] = float(img.focal or -1.0)
+    g.attrs["turn"] = turns.get(name, 0)
+    g.attrs["done"] = 1
+    f.flush()
+    return True
 
 
 def image_turns(image_dir: Path, names: List[str], f: h5py.File, conf: dict, device: torch.device,

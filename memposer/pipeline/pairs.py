@@ -5,11 +5,13 @@ nearest neighbours by global-descriptor similarity, plus up to ``max_k`` neighbo
 ``min_similarity``; similarities are computed in row blocks, so memory and pair count stay O(n k).
 When a dataset is known to be a video or sequence (``sequence_window``), consecutive frames are
 added as pairs too: sequence continuity lives here and in the training loss, never in the decoder.
+With ``rerank: mutual``, each image's ``rerank_candidates`` nearest neighbours are only candidates: it
+keeps the ``k`` of them a pair score ranks highest (mutual descriptor matches, ``prematch.py``).
 """
 from __future__ import annotations
 
 from itertools import combinations
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -20,13 +22,21 @@ default_conf = {
     "max_k": 30,
     "block": 1024,  # rows of the similarity matrix computed at once
     "sequence_window": 0,  # > 0: images are a sequence in name order; also pair each with its next w
+    # none | mutual: each image keeps the k of its rerank_candidates nearest (by global similarity) that
+    # share the most mutual descriptor matches with it (max_k and min_similarity then unused)
+    "rerank": "none",
+    "rerank_candidates": 30,
+    "rerank_ratio": 0.9,  # a descriptor match counts when nearest / second-nearest distance < this
+    "rerank_min": 0,  # of an image's k, candidates with fewer mutual matches are dropped (never its best)
 }
 
 Pair = Tuple[int, int]
+PairScore = Callable[[List[Pair]], np.ndarray]  # pairs -> (P,) scores, higher = more worth matching
 
 
-def shortlist_pairs(desc: np.ndarray, conf: Optional[dict] = None) -> List[Pair]:
-    """Sorted unique ``(i, j)`` with ``i < j`` to match, from (N, D) unit descriptors."""
+def shortlist_pairs(desc: np.ndarray, conf: Optional[dict] = None, pair_score: Optional[PairScore] = None) -> List[Pair]:
+    """Sorted unique ``(i, j)`` with ``i < j`` to match, from (N, D) unit descriptors; ``pair_score``
+    ranks the candidates with ``rerank: mutual``."""
     conf = {**default_conf, **(conf or {})}
     n = len(desc)
     if n < 2:
@@ -34,10 +44,25 @@ def shortlist_pairs(desc: np.ndarray, conf: Optional[dict] = None) -> List[Pair]
     if n < conf["exhaustive_below"]:
         return list(combinations(range(n), 2))
     pairs = set(sequence_pairs(n, int(conf["sequence_window"])))
-    k = min(int(conf["k"]), n - 1)
-    max_k = min(max(int(conf["max_k"]), k), n - 1)
-    for start in range(0, n, conf["block"]):
-        sim = desc[start:start + conf["block"]] @ desc.T
+    if conf["rerank"] == "mutual":
+        if pair_score is None:
+            raise ValueError("pairs.rerank=mutual needs a pair score (the pipeline passes prematch's)")
+        c = int(conf["rerank_candidates"])
+        cand = sorted(nearest_pairs(desc, c, c, None, int(conf["block"])))
+        pairs |= rerank_pairs(cand, pair_score(cand), n, int(conf["k"]), float(conf["rerank_min"]))
+    else:
+        pairs |= nearest_pairs(desc, int(conf["k"]), int(conf["max_k"]), conf["min_similarity"], int(conf["block"]))
+    return sorted(pairs)
+
+
+def nearest_pairs(desc: np.ndarray, k: int, max_k: int, min_similarity: Optional[float], block: int) -> Set[Pair]:
+    """Each image with its ``k`` most similar others, plus up to ``max_k`` above ``min_similarity``."""
+    n = len(desc)
+    pairs: Set[Pair] = set()
+    k = min(k, n - 1)
+    max_k = min(max(max_k, k), n - 1)
+    for start in range(0, n, block):
+        sim = desc[start:start + block] @ desc.T
         rows = np.arange(len(sim))
         sim[rows, rows + start] = -np.inf  # no self pairs
         top = np.argpartition(-sim, max_k - 1, axis=1)[:, :max_k]
@@ -46,12 +71,26 @@ def shortlist_pairs(desc: np.ndarray, conf: Optional[dict] = None) -> List[Pair]
         top, top_sim = np.take_along_axis(top, order, 1), np.take_along_axis(top_sim, order, 1)
         keep = np.zeros_like(top, dtype=bool)
         keep[:, :k] = True
-        if conf["min_similarity"] is not None:
-            keep |= top_sim >= conf["min_similarity"]
+        if min_similarity is not None:
+            keep |= top_sim >= min_similarity
         for r, c in zip(*np.nonzero(keep)):
             i, j = start + int(r), int(top[r, c])
             pairs.add((min(i, j), max(i, j)))
-    return sorted(pairs)
+    return pairs
+
+
+def rerank_pairs(cand: Sequence[Pair], scores: np.ndarray, n: int, k: int, min_score: float = 0.0) -> Set[Pair]:
+    """The candidates among each image's ``k`` highest-scoring ones (ties: the earlier candidate) that
+    score at least ``min_score``; an image's best candidate is kept whatever its score."""
+    mine: List[List[int]] = [[] for _ in range(n)]
+    for p, (i, j) in enumerate(cand):
+        mine[i].append(p)
+        mine[j].append(p)
+    keep: Set[Pair] = set()
+    for ps in mine:
+        best = sorted(ps, key=lambda p: -scores[p])[:k]
+        keep |= {cand[p] for r, p in enumerate(best) if r == 0 or scores[p] >= min_score}
+    return keep
 
 
 def sequence_pairs(n: int, window: int) -> List[Pair]:

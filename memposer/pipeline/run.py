@@ -24,8 +24,8 @@ from tqdm import tqdm
 from memposer import colmap
 from memposer.data.imc import (OUTLIER_SCENE, PoseRecord, complete_submission, nan_records, scan_dataset_folder,
                                write_submission)
-from memposer.pipeline import (clustering, export, features, matching, pairs, reconstruction, retrieval,
-                               verification)
+from memposer.pipeline import (clustering, export, features, matching, pairs, prematch, reconstruction,
+                               retrieval, verification)
 from memposer.pipeline.reconstruction import Predictor
 from memposer.config import check_keys, deep_merge
 from memposer.pipeline.workdir import check_free_space, work_lock
@@ -100,7 +100,8 @@ def run_dataset(dataset: str, image_dir: Path, names: List[str], work: Path, con
         clock.move(describer.seconds, "features", "retrieval")
     desc = retrieval.global_descriptors(image_dir, ok, feat_path, conf["retrieval"], progress, describer)
     clock.lap("retrieval")
-    shortlist = [(ok[i], ok[j]) for i, j in pairs.shortlist_pairs(desc, conf["pairs"])]
+    score = prematch.pair_scorer(ok, feat_path, conf["pairs"], conf["matching"]["device"])  # for pairs.rerank
+    shortlist = [(ok[i], ok[j]) for i, j in pairs.shortlist_pairs(desc, conf["pairs"], score)]
     clock.lap("pairs")
     matching.match_pairs(shortlist, feat_path, match_path, conf["matching"], progress)
     clock.lap("matching")

@@ -20,7 +20,7 @@ READERS = {
     ("features",): ["pipeline/features.py"],
     ("features", "upright"): ["pipeline/upright.py", "pipeline/features.py"],
     ("retrieval",): ["pipeline/retrieval.py"],
-    ("pairs",): ["pipeline/pairs.py"],
+    ("pairs",): ["pipeline/pairs.py", "pipeline/prematch.py"],
     ("matching",): ["pipeline/matching.py"],
     ("verification",): ["pipeline/verification.py", "colmap.py"],
     ("clustering",): ["pipeline/clustering.py"],

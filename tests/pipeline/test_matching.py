@@ -49,3 +49,22 @@ def test_batched_matching_equals_pair_by_pair(features):
         b = {tuple(r) for r in batched[p]}
         assert all(0 <= i < 256 and 0 <= j < 256 for i, j in b)
         assert len(a ^ b) <= max(2, 0.02 * len(a)), f"{p}: {len(a ^ b)} of {len(a)} matches differ"
+
+
+def test_threaded_extraction_equals_serial_and_leaves_bad_images_out(features, tmp_path):
+    """features.workers > 1: the same keypoints as one image at a time, in the cache under the same
+    names; an unreadable and a too-small image are left out without stopping the others."""
+    d, names = features
+    Image.new("RGB", (12, 9)).save(d / "tiny.png")  # smaller than the network's strides
+    (d / "broken.png").write_bytes(b"not an image")
+    all_names = [*names[:2], "broken.png", "tiny.png", *names[2:]]
+    out = {}
+    for w in (1, 2):
+        status = extract_features(d, all_names, tmp_path / f"f{w}.h5",
+                                  {"max_num_keypoints": 256, "device": "cpu", "workers": w}, progress=False)
+        assert status == {**{n: True for n in names}, "broken.png": False, "tiny.png": False}
+        with h5py.File(tmp_path / f"f{w}.h5", "r") as f:
+            out[w] = {n: f[n]["keypoints"][()] for n in names}
+            assert sorted(f.keys()) == sorted(names)
+    for n in names:
+        np.testing.assert_allclose(out[1][n], out[2][n], atol=1e-3)

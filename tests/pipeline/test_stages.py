@@ -161,3 +161,57 @@ def test_reconstruction_config_errors_are_raised_once(tmp_path):
     with pytest.raises(ValueError, match="needs a MemPoser checkpoint"):
         reconstruct_clusters(clusters, tmp_path / "db.db", tmp_path, tmp_path, {"poses": "seeded", "workers": 2},
                              progress=False)
+
+
+def test_mutual_rerank_keeps_each_images_best_scored_candidates():
+    """Global descriptors that cannot tell two groups apart; the pair score can: re-ranking keeps
+    only within-group pairs, k per image, from the candidates retrieval offered."""
+    rng = np.random.default_rng(3)
+    n, k = 40, 3
+    desc = _unit(np.ones((n, 8)) + 0.01 * rng.normal(size=(n, 8)))
+    group = np.arange(n) % 2
+    calls = []
+
+    def score(pairs):
+        calls.append(list(pairs))
+        return np.array([100.0 + i + j if group[i] == group[j] else 5.0 for i, j in pairs])
+
+    conf = {"exhaustive_below": 2, "k": k, "rerank": "mutual", "rerank_candidates": 12}
+    pairs = shortlist_pairs(desc, conf, score)
+    assert len(calls) == 1 and set(pairs) <= set(calls[0])  # only candidates, scored once
+    assert all(group[i] == group[j] for i, j in pairs)
+    for i in range(n):  # every image keeps its k best-scored candidates (others may add more)
+        own = sorted((p for p in calls[0] if i in p), key=lambda p: -score([p])[0])[:k]
+        assert set(own) <= set(pairs)
+    assert n * k / 2 <= len(pairs) <= n * k
+    plain = shortlist_pairs(desc, {**conf, "rerank": "none"})
+    assert sum(group[i] != group[j] for i, j in plain) > 0  # retrieval alone mixes the groups
+    with pytest.raises(ValueError, match="needs a pair score"):
+        shortlist_pairs(desc, conf)
+
+
+def test_mutual_matches_count_shared_distinctive_descriptors():
+    import torch
+
+    from memposer.pipeline.prematch import mutual_matches
+
+    g = torch.Generator().manual_seed(0)
+    unit = lambda x: torch.nn.functional.normalize(x, dim=-1)  # noqa: E731
+    a = unit(torch.randn(300, 128, generator=g))  # 128-d, like ALIKED
+    shared = unit(a[:120] + 0.05 * torch.randn(120, 128, generator=g))  # 120 of a's seen again, with noise
+    b = torch.cat([shared, unit(torch.randn(180, 128, generator=g))])
+    assert mutual_matches(a, b, 0.9) == 120
+    assert mutual_matches(a, unit(torch.randn(300, 128, generator=g)), 0.9) < 5  # unrelated images
+    twin = torch.cat([shared, shared[:1]])  # a repeated descriptor is ambiguous: the ratio test drops it
+    assert mutual_matches(a, twin, 0.9) == 119
+
+
+def test_rerank_min_drops_weak_candidates_but_never_an_images_best():
+    from memposer.pipeline.pairs import rerank_pairs
+
+    # image 3 is an outlier: its candidates all score 4; the others share strong pairs
+    cand = [(0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3)]
+    scores = np.array([50, 40, 30, 4, 3, 2])
+    assert rerank_pairs(cand, scores, 4, 2) == {(0, 1), (0, 2), (1, 2), (0, 3), (1, 3)}
+    kept = rerank_pairs(cand, scores, 4, 2, min_score=15)
+    assert kept == {(0, 1), (0, 2), (1, 2), (0, 3)}  # the outlier keeps its best pair only
