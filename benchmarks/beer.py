@@ -46,10 +46,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out", type=Path, default=Path("bench/beer"))
     p.add_argument("--every", type=int, default=2, help="keep every n-th frame")
     a, rest = p.parse_known_args(argv)
-    data = a.out / "data"
-    if not (data / "train_labels.csv").is_file():
-        print(f"beer: {prepare(a.beer, data, a.every)} frames in {data}")
-    return bench.main(["--out", str(a.out), "--split", "train", *rest])
+    return bench.main_on_split(a.out, lambda d: f"beer: {prepare(a.beer, d, a.every)} frames in {d}", rest)
 
 
 if __name__ == "__main__":

@@ -165,6 +165,7 @@ def reference(model, model_dir: Path, every: int, run: int, max_images: int, max
     are scaled by the same ratio."""
     import pycolmap  # noqa: PLC0415
 
+    from memposer.colmap import make_camera  # noqa: PLC0415
     from memposer.pipeline.tracks import default_conf as track_defaults, select_tracks  # noqa: PLC0415
 
     rec = pycolmap.Reconstruction(str(model_dir))
@@ -182,7 +183,7 @@ def reference(model, model_dir: Path, every: int, run: int, max_images: int, max
         X = (im.cam_from_world().rotation.matrix() @ xyz[j].T).T + im.cam_from_world().translation
         exact[i, j] = X[:, :2] / X[:, 2:]
         if focal_prior:
-            prior = 1.2 * max(cam.width, cam.height)
+            prior = make_camera(cam.width, cam.height).params[0]  # COLMAP's prior without EXIF
             observed[i, j] = (xy - np.array([cam.width, cam.height]) / 2) / prior
             exact[i, j] *= cam.focal_length / prior
         else:

@@ -52,10 +52,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--datasets", required=True, help="comma-separated datasets of DATA/train")
     p.add_argument("--out", type=Path, required=True)
     a, rest = p.parse_known_args(argv)
-    data = a.out / "data"
-    if not (data / "train_labels.csv").is_file():
-        print(f"real: {prepare(a.data, data, a.datasets.split(','))} labelled images in {data}")
-    return bench.main(["--out", str(a.out), "--split", "train", *rest])
+    return bench.main_on_split(
+        a.out, lambda d: f"real: {prepare(a.data, d, a.datasets.split(','))} labelled images in {d}", rest)
 
 
 if __name__ == "__main__":
