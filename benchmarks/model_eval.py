@@ -51,10 +51,13 @@ def pair_errors_deg(R, t, R_gt, t_gt) -> Dict[str, np.ndarray]:
     return out
 
 
-def evaluate_scene(model, obs, vis, R_gt, t_gt, ra: bool = True, ra_tracks=None) -> Dict[str, Dict[str, np.ndarray]]:
+def evaluate_scene(model, obs, vis, R_gt, t_gt, ra: bool = True, ra_tracks=None,
+                   exif=None) -> Dict[str, Dict[str, np.ndarray]]:
+    """``exif`` (N,) bool: which focal priors came from EXIF (for models with ``exif_input``)."""
     out = {}
     t0 = time.perf_counter()
-    pred = model.predict(torch.from_numpy(obs), torch.from_numpy(vis))
+    exif = None if exif is None else torch.as_tensor(np.asarray(exif, bool))
+    pred = model.predict(torch.from_numpy(obs), torch.from_numpy(vis), exif=exif)
     out["memposer"] = pair_errors_deg(pred["R"].double().cpu().numpy(), pred["t"].double().cpu().numpy(), R_gt, t_gt)
     out["memposer"]["seconds"] = np.array([time.perf_counter() - t0])
     Ri, ti = identity_poses(len(R_gt))
@@ -66,7 +69,7 @@ def evaluate_scene(model, obs, vis, R_gt, t_gt, ra: bool = True, ra_tracks=None)
         out["rotation averaging"]["reached"] = res["reached"].astype(float)
         if model.conf["refine_iters"] > 0:
             init = ra_init(pred["R"].double().numpy(), pred["t"].double().numpy(), res["R"], res["reached"])
-            p = model.predict(torch.from_numpy(obs), torch.from_numpy(vis), init=init)
+            p = model.predict(torch.from_numpy(obs), torch.from_numpy(vis), init=init, exif=exif)
             out["memposer from RA"] = pair_errors_deg(p["R"].double().numpy(), p["t"].double().numpy(), R_gt, t_gt)
     return out
 
@@ -121,8 +124,8 @@ def print_table(title: str, table: Dict[str, Dict[str, float]]) -> None:
 def synthetic(model, n: int, run: int, conf: dict, ra: bool) -> Dict[str, Dict[str, float]]:
     rng = np.random.default_rng(np.random.SeedSequence([HELDOUT_KEY, run]))
     scenes = [sample_scene(rng, conf) for _ in range(n)]
-    return summarize([evaluate_scene(model, s["obs"], s["vis"], s["R"].astype(float), s["t"].astype(float), ra)
-                      for s in scenes])
+    return summarize([evaluate_scene(model, s["obs"], s["vis"], s["R"].astype(float), s["t"].astype(float), ra,
+                                     exif=s["exif"]) for s in scenes])
 
 
 def real(model, split: Path, work: Path, max_tracks: int, ra: bool) -> Dict[str, Dict[str, Dict[str, float]]]:
@@ -151,7 +154,7 @@ def real(model, split: Path, work: Path, max_tracks: int, ra: bool) -> Dict[str,
         full = cluster_tracks(db, names, {"max_tracks": 10 ** 6}) if ra else None
         R_gt = np.stack([r.R for r in recs])
         t_gt = np.stack([r.t for r in recs])
-        res = evaluate_scene(model, tr.obs, tr.vis, R_gt, t_gt, ra, (full.obs, full.vis) if ra else None)
+        res = evaluate_scene(model, tr.obs, tr.vis, R_gt, t_gt, ra, (full.obs, full.vis) if ra else None, tr.exif)
         out[f"{ds}/{sc} ({len(names)} images, {tr.obs.shape[1]} tracks)"] = summarize([res])
     return out
 
@@ -198,7 +201,7 @@ def reference(model, model_dir: Path, every: int, run: int, max_images: int, max
         o = np.where(vis[..., None], obs[:, keep], 0).astype(np.float32)
         out[f"{model_dir} every {every} from {run}, {n} images, {vis.shape[1]} tracks, {kind}"
             f"{', focal prior' if focal_prior else ''}"] = summarize(
-            [evaluate_scene(model, o, vis, R_gt, t_gt, ra)])
+            [evaluate_scene(model, o, vis, R_gt, t_gt, ra, exif=np.full(n, not focal_prior))])
     return out
 
 

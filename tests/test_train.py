@@ -62,6 +62,10 @@ def test_checkpoint_resume_and_init_from(tmp_path):
               f"init_from={tmp_path / 'model.safetensors'}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "new modules start fresh: ['ray_encoder', 'refine_head', 'refiner']" in r.stderr
+    r = train(*common(tmp_path / "e"), "model.exif_input=true", "trainer.max_steps=1",
+              f"init_from={tmp_path / 'model.safetensors'}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "new modules start fresh: ['exif_token']" in r.stderr
     r = train(*common(tmp_path / "j"), "model.dim=48", "trainer.max_steps=1", f"init_from={tmp_path / 'model.safetensors'}")
     assert r.returncode == 2 and "differs from" in r.stderr
 

@@ -12,7 +12,7 @@ assumes ``1.2 * max(width, height)`` without EXIF.
 scenes into a batch::
 
     {"obs": (B,N,P,2) normalised image points, "vis": (B,N,P) bool, "mask": (B,N) bool,
-     "R": (B,N,3,3), "t": (B,N,3) world-to-camera}
+     "R": (B,N,3,3), "t": (B,N,3) world-to-camera, "exif": (B,N) bool focal prior from EXIF}
 """
 from __future__ import annotations
 
@@ -231,7 +231,7 @@ def _try_scene(rng: np.random.Generator, conf: dict, layout: str) -> Optional[Di
     obs[~vis] = 0
     return {"obs": obs[cams].astype(np.float32), "vis": vis[cams], "R": R[cams].astype(np.float32),
             "t": t[cams].astype(np.float32), "layout": layout,
-            "focal_ratio": (f_prior / f)[cams]}  # prior / true focal: obs x this = true normalised points
+            "focal_ratio": (f_prior / f)[cams], "exif": exif[cams]}  # prior / true focal: obs x this = true normalised points
 
 
 def collate_track_scenes(scenes: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
@@ -244,6 +244,7 @@ def collate_track_scenes(scenes: List[Dict[str, Any]]) -> Dict[str, torch.Tensor
     mask = torch.zeros(B, N, dtype=torch.bool)
     R = torch.eye(3).repeat(B, N, 1, 1)
     t = torch.zeros(B, N, 3)
+    exif = torch.zeros(B, N, dtype=torch.bool)
     for b, s in enumerate(scenes):
         n, p = s["obs"].shape[:2]
         obs[b, :n, :p] = torch.from_numpy(s["obs"])
@@ -251,7 +252,9 @@ def collate_track_scenes(scenes: List[Dict[str, Any]]) -> Dict[str, torch.Tensor
         mask[b, :n] = True
         R[b, :n] = torch.from_numpy(s["R"])
         t[b, :n] = torch.from_numpy(s["t"])
-    return {"obs": obs, "vis": vis, "mask": mask, "R": R, "t": t}
+        if "exif" in s:
+            exif[b, :n] = torch.from_numpy(np.asarray(s["exif"], bool))
+    return {"obs": obs, "vis": vis, "mask": mask, "R": R, "t": t, "exif": exif}
 
 
 def sample_batch(seed: int, batch_size: int, conf: Optional[Dict[str, Any]] = None) -> Dict[str, torch.Tensor]:

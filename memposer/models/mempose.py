@@ -9,6 +9,7 @@ Public API::
     model = MemPoser(conf)                          # conf merged over MemPoser.default_conf
     out = model(obs, vis, mask)                     # batch: (B,N,P,2), (B,N,P), (B,N) -> {"R","t","conf",...}
     out = model.predict(obs, vis)                   # one scene: (N,P,2), (N,P) -> fp32 tensors
+    out = model.predict(obs, vis, exif=flags)       # (N,) bool: the focal prior came from EXIF (exif_input)
     out = model.predict(obs, vis, init=(R, c))      # refinement starts from given poses (e.g. rotation averaging)
     model = load_checkpoint("checkpoints/memposer-tracks.safetensors")
 """
@@ -38,6 +39,9 @@ class MemPoser(nn.Module):
         "max_tracks": 1024,     # inference: tracks kept per cluster (the longest)
         "refine_iters": 0,      # pose-conditioned refinement passes after the decoder (models/refine.py)
         "refine_depth": 2,      # layers of the shared refiner (same weights in every pass)
+        # Per-frame flag "this image's focal prior came from EXIF": without it the model cannot tell
+        # a near-true prior from COLMAP's 1.2 x long side guess, so it must distrust every focal.
+        "exif_input": False,
     }
 
     def __init__(self, conf: Optional[Dict[str, Any]] = None):
@@ -47,6 +51,8 @@ class MemPoser(nn.Module):
         self.encoder = ObservationEncoder(dim, conf["desc_dim"])
         self.frame_token = nn.Parameter(torch.zeros(dim))
         self.frame_proj = nn.Linear(dim, dim)
+        if conf["exif_input"]:  # zero at first: a model fine-tuned from one without it starts where that one was
+            self.exif_token = nn.Parameter(torch.zeros(dim))
         self.memory = TrackMemory(dim)
         self.decoder = SymmetricDecoder(dim, conf["num_heads"], conf["depth"], conf["mlp_ratio"])
         self.head = PoseHead(dim)
@@ -57,8 +63,12 @@ class MemPoser(nn.Module):
 
     def forward(self, obs: torch.Tensor, vis: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 desc: Optional[torch.Tensor] = None,
-                init: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+                init: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+                exif: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """obs (B,N,P,2) normalised points, vis (B,N,P) bool, mask (B,N) real frames (default: all).
+
+        ``exif`` (B,N) bool: the frame's focal prior came from EXIF; used with ``exif_input``
+        (missing = no frame has EXIF), ignored without.
 
         ``init`` = (R (B,N,3,3) world-to-camera, centres (B,N,3)), any gauge: the first refinement
         pass starts from these poses instead of the decoder's (which are still returned first in
@@ -75,6 +85,8 @@ class MemPoser(nn.Module):
         vis = vis & mask[..., None]
         x = self.encoder(obs, vis, desc)
         frames = self.frame_token + self.frame_proj(masked_mean(x, vis, 2))
+        if self.conf["exif_input"] and exif is not None:
+            frames = frames + exif.to(frames.dtype)[..., None] * self.exif_token
         memory = self.memory.init(x, vis)
         frames, x, memory = self.decoder(frames, mask, x, vis, memory)
         out = self.head(frames)
@@ -102,10 +114,12 @@ class MemPoser(nn.Module):
 
     @torch.no_grad()
     def predict(self, obs: torch.Tensor, vis: torch.Tensor, desc: Optional[torch.Tensor] = None,
-                init: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+                init: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+                exif: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """Poses of one scene: obs (N,P,2), vis (N,P) -> ``{"R": (N,3,3), "t": (N,3), "conf": (N,)}`` fp32.
 
         ``init`` = (R (N,3,3), centres (N,3)): starting poses of the refinement (see ``forward``).
+        ``exif`` (N,) bool: focal priors from EXIF (see ``forward``).
 
         Frames without any observation get the network's output for an empty row and ``conf`` 0.
         """
@@ -118,8 +132,9 @@ class MemPoser(nn.Module):
             vis = vis.to(device).bool()
             init = None if init is None else tuple(torch.as_tensor(a, dtype=torch.float32, device=device)[None]
                                                    for a in init)
+            exif = None if exif is None else torch.as_tensor(exif, device=device).bool()[None]
             out = self(obs.to(device)[None], vis[None], desc=None if desc is None else desc.to(device)[None],
-                       init=init)
+                       init=init, exif=exif)
         finally:
             self.train(was_training)
         seen = vis.any(-1)

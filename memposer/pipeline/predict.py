@@ -38,7 +38,7 @@ def load_predictor(checkpoint: str | Path, device: str = "auto", tracks: Optiona
         tr = cluster_tracks(database_path, names, track_conf)
         if tr.vis.shape[1] == 0:  # no verified match in the cluster: no pose for anyone
             return (*identity_poses(len(names)), np.zeros(len(names)))
-        out = model.predict(torch.from_numpy(tr.obs), torch.from_numpy(tr.vis))
+        out = model.predict(torch.from_numpy(tr.obs), torch.from_numpy(tr.vis), exif=torch.from_numpy(tr.exif))
         return tuple(out[k].double().cpu().numpy() for k in ("R", "t", "conf"))
 
     return predict

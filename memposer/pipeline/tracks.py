@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pycolmap
@@ -28,11 +28,13 @@ default_conf = {
 
 @dataclass
 class ClusterTracks:
-    """``obs`` (N,P,2) normalised points, ``vis`` (N,P) bool, ``names`` (N,) in the caller's order."""
+    """``obs`` (N,P,2) normalised points, ``vis`` (N,P) bool, ``names`` (N,) in the caller's order;
+    ``exif`` (N,) bool: the image's camera has a focal prior from EXIF (COLMAP's ``has_prior_focal_length``)."""
 
     names: List[str]
     obs: np.ndarray
     vis: np.ndarray
+    exif: Optional[np.ndarray] = None
 
     @property
     def lengths(self) -> np.ndarray:
@@ -57,19 +59,20 @@ def _read(database_path: Path | str, names: Sequence[str]):
                 matches.append((ids[a], ids[b], np.asarray(g.inlier_matches, np.int64)))
         norm = [cameras[images[n].camera_id].cam_from_img(k.astype(np.float64)) if len(k) else np.zeros((0, 2))
                 for n, k in zip(names, kps)]
+        exif = np.array([bool(cameras[images[n].camera_id].has_prior_focal_length) for n in names], bool)
     finally:
         db.close()
-    return norm, matches
+    return norm, matches, exif
 
 
 def cluster_tracks(database_path: Path | str, names: Sequence[str], conf: Dict | None = None) -> ClusterTracks:
     """Tracks among ``names`` (see the module docstring); at most ``max_tracks`` of them."""
     conf = {**default_conf, **(conf or {})}
     names = list(names)
-    norm, matches = _read(database_path, names)
+    norm, matches, exif = _read(database_path, names)
     offset = np.concatenate([[0], np.cumsum([len(k) for k in norm])])
     if not matches:
-        return ClusterTracks(names, np.zeros((len(names), 0, 2), np.float32), np.zeros((len(names), 0), bool))
+        return ClusterTracks(names, np.zeros((len(names), 0, 2), np.float32), np.zeros((len(names), 0), bool), exif)
     rows = np.concatenate([offset[a] + m[:, 0] for a, b, m in matches])
     cols = np.concatenate([offset[b] + m[:, 1] for a, b, m in matches])
     n_nodes = int(offset[-1])
@@ -98,7 +101,7 @@ def cluster_tracks(database_path: Path | str, names: Sequence[str], conf: Dict |
     vis[i, j] = True
     log.debug("tracks: %d images, %d consistent tracks, %d kept (%d dropped as inconsistent)",
               len(names), int(ok.sum()), len(chosen), len(bad))
-    return ClusterTracks(names, obs, vis)
+    return ClusterTracks(names, obs, vis, exif)
 
 
 def select_tracks(vis: np.ndarray, conf: Dict | None = None) -> np.ndarray:

@@ -48,7 +48,7 @@ class MemPoserModule(pl.LightningModule):
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         init = (batch["init_R"], batch["init_center"]) if "init_R" in batch else None
-        return self.model(batch["obs"], batch["vis"], batch["mask"], init=init)
+        return self.model(batch["obs"], batch["vis"], batch["mask"], init=init, exif=batch.get("exif"))
 
     def on_train_epoch_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)

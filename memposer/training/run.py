@@ -38,8 +38,8 @@ def make_logger(conf: Dict[str, Any]):
 
 
 # Options that may differ between an ``init_from`` source and the model trained from it: the
-# refinement passes are new modules on top of the same decoder, initialised fresh.
-_INIT_FREE = {"refine_iters", "refine_depth", "max_tracks"}
+# refinement passes and the EXIF flag are new modules on top of the same decoder, initialised fresh.
+_INIT_FREE = {"refine_iters", "refine_depth", "max_tracks", "exif_input"}
 
 
 def init_weights(model: MemPoser, path: str) -> None:

@@ -52,6 +52,9 @@ def test_collate_pads_different_sizes():
     b = collate_track_scenes(scenes)
     assert b["obs"].shape[:2] == (2, max(s["obs"].shape[0] for s in scenes))
     assert b["mask"].sum(1).tolist() == [s["obs"].shape[0] for s in scenes]
+    for i, s in enumerate(scenes):  # the EXIF flags follow their frames; padding has none
+        n = s["obs"].shape[0]
+        assert b["exif"][i, :n].tolist() == s["exif"].tolist() and not b["exif"][i, n:].any()
 
 
 def test_view_windows_keep_each_point_within_its_angle_and_shorten_tracks():

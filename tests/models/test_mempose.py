@@ -140,3 +140,29 @@ def test_shipped_checkpoint_handles_handheld_videos_with_short_tracks():
         out = model(b["obs"], b["vis"], b["mask"])
     err = np.median(relative_errors_deg(out["R"], out["t"], b["R"], b["t"], b["mask"])["rot"])
     assert err < 15, err
+
+
+def test_exif_flag_starts_as_a_no_op_then_conditions_each_frame():
+    """``exif_input``: a zero token at first (a fine-tune from a model without it starts where that
+    model was), then it changes only what the flag marks; still equivariant in frames."""
+    plain, flagged = tiny_model(), tiny_model(exif_input=True)
+    missing, unexpected = flagged.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["exif_token"] and not unexpected
+    b = sample_batch(4, 1, SMALL_SCENES)
+    N = b["mask"].shape[1]
+    exif = torch.zeros(1, N, dtype=torch.bool)
+    exif[0, : N // 2] = True
+    with torch.no_grad():
+        a = plain(b["obs"], b["vis"], b["mask"])
+        c = flagged(b["obs"], b["vis"], b["mask"], exif=exif)
+        assert (a["R"] - c["R"]).abs().max() < 1e-6
+        flagged.exif_token.normal_()
+        on = flagged(b["obs"], b["vis"], b["mask"], exif=exif)
+        off = flagged(b["obs"], b["vis"], b["mask"], exif=torch.zeros_like(exif))
+        assert (on["R"] - off["R"]).abs().max() > 1e-3  # the flag reaches the poses
+        assert (off["R"] - a["R"]).abs().max() < 1e-6   # all off = no flag at all
+        fp = torch.randperm(N, generator=torch.Generator().manual_seed(2))
+        perm = flagged(b["obs"][:, fp], b["vis"][:, fp], b["mask"][:, fp], exif=exif[:, fp])
+    assert (on["R"][0, fp] - perm["R"][0]).abs().max() < 1e-4
+    one = flagged.predict(b["obs"][0], b["vis"][0], exif=exif[0])
+    assert (one["R"] - on["R"][0]).abs().max() < 1e-5

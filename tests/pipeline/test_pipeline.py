@@ -384,6 +384,7 @@ def test_tracks_from_the_pipeline_database_obey_the_true_geometry(competition, f
     tr = cluster_tracks(first_run[2] / dataset / "database.db", names, {"max_tracks": 300, "per_image": 10})
     assert tr.obs.shape == (len(names), tr.vis.shape[1], 2) and 50 <= tr.vis.shape[1] <= 300
     assert (tr.lengths >= 2).all() and tr.vis.any(1).all()  # every track seen twice, every image sees one
+    assert tr.exif.shape == (len(names),) and not tr.exif.any()  # rendered images carry no EXIF focal
 
     def epipolar_angle(i, j, pose_i, pose_j):
         """Median angle (radians) between image j's rays and the epipolar planes of image i's."""
