@@ -1,0 +1,241 @@
+"""Stage 8b: split a model whose parts were joined on duplicate (symmetric) structure.
+
+A landmark that repeats every quarter turn (a pedestal, a star fort) gives verified pairs between
+views from different sides; a few of them can join two groups of cameras into one model with the
+second group turned by the symmetry. Each group is right inside, but the model then holds the
+repeated structure twice, in the same place, seen by two groups of cameras that do not see each
+other's points (Heinly et al. 2014, "Correcting for duplicate scene structure"). That is the test:
+
+- ``expected`` points of camera ``i`` in camera ``j``: points ``i`` observes that project into
+  ``j``'s image, in front of it, seen by ``j`` from within ``max_view_angle`` of ``i``'s ray and at
+  a distance within ``max_scale`` of ``i``'s (so that ``j`` sees the same surface at a similar
+  scale, and self-occlusion is unlikely); ``observed``: those of them ``j`` observes too.
+- Candidate splits: removing one edge of the maximum spanning tree of the co-visibility graph
+  (cameras linked by shared points), with at least ``min_size`` cameras on each side.
+- A candidate is a duplicate join when, over the camera pairs across it, observed / expected is
+  below ``ratio`` times the same ratio over the pairs within its two sides, with at least
+  ``min_expected`` expected points across (evidence, not noise). The worst such split is made, and
+  each side is checked again.
+
+In a right model, cameras that view the same surface from near the same place observe a similar
+share of each other's points wherever the cut runs; across a duplicate join they observe only the
+few points of the false matches that made the join. ``ratio`` is relative to the model's own
+repeatability, so it does not depend on the keypoint budget.
+
+:func:`bridging_pairs` names the image pairs that hold a split model together (they share
+points across the split): ``reconstruction`` drops them from a copy of the database and maps the
+cluster again (``remap``), so that true links, if any, can place the parts correctly.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+
+import networkx as nx
+import numpy as np
+import pycolmap
+
+log = logging.getLogger(__name__)
+
+default_conf = {
+    "enabled": False,
+    "max_view_angle": 30.0,  # degrees between the two cameras' rays to a point for it to count as visible
+    "max_scale": 2.0,  # ratio of the two cameras' distances to the point
+    "neighbours": 30,  # cameras compared with each camera (nearest centres in the model)
+    "min_expected": 50,  # expected points across a split before it can be judged
+    "ratio": 0.2,  # split when across / within observed share falls below this
+    "min_size": 3,  # cameras on each side of a split
+    "remap": True,  # drop the pairs that bridged a split and map the cluster again
+    "max_rounds": 2,  # remaps at most
+}
+
+
+@dataclass
+class Views:
+    """A reconstruction as arrays: cameras (world-to-camera), intrinsics, points and who sees them."""
+
+    names: List[str]
+    image_ids: List[int]
+    R: np.ndarray  # (N, 3, 3)
+    t: np.ndarray  # (N, 3)
+    K: np.ndarray  # (N, 3, 3)
+    size: np.ndarray  # (N, 2) width, height
+    xyz: np.ndarray  # (P, 3)
+    seen: np.ndarray  # (N, P) bool: image observes point
+
+    @property
+    def centres(self) -> np.ndarray:
+        return -np.einsum("nji,nj->ni", self.R, self.t)
+
+
+def views_of(rec: pycolmap.Reconstruction) -> Views:
+    ids = sorted(i for i, im in rec.images.items() if im.has_pose)
+    index = {i: k for k, i in enumerate(ids)}
+    pids = sorted(rec.point3D_ids())
+    seen = np.zeros((len(ids), len(pids)), bool)
+    for p, pid in enumerate(pids):
+        for e in rec.points3D[pid].track.elements:
+            if e.image_id in index:
+                seen[index[e.image_id], p] = True
+    poses = [rec.images[i].cam_from_world() for i in ids]
+    cams = [rec.cameras[rec.images[i].camera_id] for i in ids]
+    return Views(
+        names=[rec.images[i].name for i in ids], image_ids=ids,
+        R=np.array([p.rotation.matrix() for p in poses], np.float64).reshape(-1, 3, 3),
+        t=np.array([p.translation for p in poses], np.float64).reshape(-1, 3),
+        K=np.array([c.calibration_matrix() for c in cams], np.float64).reshape(-1, 3, 3),
+        size=np.array([(c.width, c.height) for c in cams], np.float64).reshape(-1, 2),
+        xyz=np.array([rec.points3D[p].xyz for p in pids], np.float64).reshape(-1, 3), seen=seen)
+
+
+def pair_evidence(v: Views, conf: dict) -> Tuple[np.ndarray, np.ndarray]:
+    """``(expected, observed)``, (N, N) each, symmetric: points one camera of a pair observes
+    that the other should see (see the module doc), and how many of those it does observe."""
+    n = len(v.names)
+    C = v.centres
+    expected, observed = np.zeros((n, n)), np.zeros((n, n))
+    cos_max = np.cos(np.deg2rad(conf["max_view_angle"]))
+    d = np.linalg.norm(C[:, None] - C[None], axis=-1)
+    for i in range(n):
+        pts = np.flatnonzero(v.seen[i])
+        if not len(pts):
+            continue
+        X = v.xyz[pts]
+        ri = X - C[i]
+        di = np.linalg.norm(ri, axis=1)
+        for j in np.argsort(d[i])[1:int(conf["neighbours"]) + 1]:
+            Xc = X @ v.R[j].T + v.t[j]
+            uvw = Xc @ v.K[j].T
+            z = uvw[:, 2]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                u, w = uvw[:, 0] / z, uvw[:, 1] / z
+            inside = (z > 0) & (u >= 0) & (u < v.size[j, 0]) & (w >= 0) & (w < v.size[j, 1])
+            rj = X - C[j]
+            dj = np.linalg.norm(rj, axis=1)
+            cos = np.einsum("pk,pk->p", ri, rj) / np.maximum(di * dj, 1e-12)
+            scale = dj / np.maximum(di, 1e-12)
+            vis = inside & (cos >= cos_max) & (scale <= conf["max_scale"]) & (scale >= 1 / conf["max_scale"])
+            expected[i, j] += vis.sum()
+            observed[i, j] += (vis & v.seen[j, pts]).sum()
+    return expected + expected.T, observed + observed.T
+
+
+@dataclass
+class Split:
+    part: List[int]  # camera indices on one side (the other side is the rest)
+    across: float  # observed / expected across the split
+    within: float  # observed / expected inside its two sides
+    expected: float  # expected points across
+
+
+def find_split(v: Views, conf: dict, cams: Optional[Sequence[int]] = None) -> Optional[Split]:
+    """The most inconsistent spanning-tree cut of cameras ``cams`` (default all) that fails the test, or None."""
+    cams = list(range(len(v.names))) if cams is None else list(cams)
+    if len(cams) < 2 * conf["min_size"]:
+        return None
+    expected, observed = _evidence_of(v, cams, conf)
+    tree = _covisibility_tree(v.seen[cams])
+    best: Optional[Split] = None
+    for a, b in list(tree.edges):
+        tree.remove_edge(a, b)
+        side = np.zeros(len(cams), bool)
+        side[list(nx.node_connected_component(tree, a))] = True
+        tree.add_edge(a, b)
+        if min(side.sum(), (~side).sum()) < conf["min_size"]:
+            continue
+        cross = side[:, None] != side[None]
+        e_x, o_x = expected[cross].sum() / 2, observed[cross].sum() / 2
+        e_w, o_w = expected[~cross].sum() / 2, observed[~cross].sum() / 2
+        if e_x < conf["min_expected"] or e_w <= 0:
+            continue
+        s = Split([cams[k] for k in np.flatnonzero(side)], o_x / e_x, o_w / e_w, e_x)
+        if s.across < conf["ratio"] * s.within and (best is None or s.across / s.within < best.across / best.within):
+            best = s
+    return best
+
+
+def _evidence_of(v: Views, cams: List[int], conf: dict) -> Tuple[np.ndarray, np.ndarray]:
+    sub = Views([v.names[k] for k in cams], [v.image_ids[k] for k in cams], v.R[cams], v.t[cams], v.K[cams],
+                v.size[cams], v.xyz, v.seen[cams])
+    return pair_evidence(sub, conf)
+
+
+def _covisibility_tree(seen: np.ndarray) -> nx.Graph:
+    shared = seen.astype(np.float64) @ seen.T.astype(np.float64)
+    g = nx.Graph()
+    g.add_nodes_from(range(len(seen)))
+    ii, jj = np.nonzero(np.triu(shared, 1))
+    g.add_weighted_edges_from((int(i), int(j), float(shared[i, j])) for i, j in zip(ii, jj))
+    return nx.maximum_spanning_tree(g)
+
+
+def split_parts(v: Views, conf: dict) -> Tuple[List[List[int]], List[Split]]:
+    """Camera index groups after splitting recursively until no cut fails; and the splits made."""
+    todo, parts, made = [list(range(len(v.names)))], [], []
+    while todo:
+        cams = todo.pop()
+        s = find_split(v, conf, cams)
+        if s is None:
+            parts.append(cams)
+            continue
+        made.append(s)
+        side = set(s.part)
+        todo += [[c for c in cams if c in side], [c for c in cams if c not in side]]
+    return sorted(parts, key=lambda p: (-len(p), p)), made
+
+
+def bridging_pairs(v: Views, parts: List[List[int]]) -> Set[Tuple[str, str]]:
+    """Image pairs in different parts that observe a common point: the links that made the join."""
+    of = np.empty(len(v.names), int)
+    for k, p in enumerate(parts):
+        of[p] = k
+    shared = v.seen.astype(np.float64) @ v.seen.T.astype(np.float64)
+    ii, jj = np.nonzero(np.triu(shared, 1))
+    return {tuple(sorted((v.names[i], v.names[j]))) for i, j in zip(ii, jj) if of[i] != of[j]}
+
+
+def restrict(rec: pycolmap.Reconstruction, names: Set[str]) -> pycolmap.Reconstruction:
+    """A copy of ``rec`` with only the images ``names`` registered and the points two of them still see."""
+    out = pycolmap.Reconstruction(rec)
+    for i in [i for i, im in out.images.items() if im.has_pose and im.name not in names]:
+        out.deregister_frame(out.images[i].frame_id)
+    return out
+
+
+Remapper = Callable[[Set[Tuple[str, str]], int], List[pycolmap.Reconstruction]]
+
+
+def check_models(models: List[pycolmap.Reconstruction], conf: dict,
+                 remap: Optional[Remapper] = None) -> Tuple[List[pycolmap.Reconstruction], Dict[str, float]]:
+    """``models`` with every duplicate join split, largest first, and counts for the run's stats.
+
+    With ``remap`` (and ``conf["remap"]``), the pairs that bridged the splits are dropped and the
+    cluster mapped again (``remap(dropped pairs so far, round)``), at most ``max_rounds`` times: a
+    true link that the false join had pushed out can then place the parts, and the check runs again
+    on the new models. Whatever the last round leaves unresolved stays split.
+    """
+    dropped: Set[Tuple[str, str]] = set()
+    stats = {"split_made": 0.0, "split_rounds": 0.0, "split_dropped_pairs": 0.0}
+    for rnd in range(int(conf["max_rounds"]) + 1):
+        out, bridges = [], set()
+        for rec in models:
+            v = views_of(rec)
+            parts, made = split_parts(v, conf)
+            if not made:
+                out.append(rec)
+                continue
+            for s in made:
+                log.info("split: %d of %d cameras apart (observed share across %.3f, within %.3f, %d expected)",
+                         len(s.part), len(v.names), s.across, s.within, s.expected)
+            stats["split_made"] += len(made)
+            bridges |= bridging_pairs(v, parts)
+            out += [restrict(rec, {v.names[k] for k in p}) for p in parts]
+        out.sort(key=lambda r: -r.num_reg_images())
+        if not bridges - dropped or remap is None or not conf["remap"] or rnd == int(conf["max_rounds"]):
+            stats["split_dropped_pairs"] = float(len(dropped))
+            return out, stats
+        dropped |= bridges
+        stats["split_rounds"] += 1
+        models = remap(dropped, rnd)
+    return out, stats  # not reached

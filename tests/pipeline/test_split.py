@@ -1,0 +1,152 @@
+"""Splitting models joined on duplicate structure (pipeline/split.py), on hand-built pycolmap models
+of a square tower, which looks the same every quarter turn."""
+import numpy as np
+import pycolmap
+import pytest
+
+from memposer import colmap
+from memposer.pipeline import split
+
+W, H, F = 640, 480, 500.0
+
+
+def _tower(rng, per_face=150):
+    """Points on the four faces of a 2 x 2 x 4 tower (centre at the origin) and each face's normal."""
+    pts, normals = [], []
+    for k in range(4):
+        a = k * np.pi / 2
+        n = np.array([np.cos(a), np.sin(a), 0.0])
+        s = np.array([-np.sin(a), np.cos(a), 0.0])
+        u, z = rng.uniform(-1, 1, per_face), rng.uniform(-2, 2, per_face)
+        pts.append(n + u[:, None] * s + z[:, None] * [0, 0, 1])
+        normals.append(np.repeat(n[None], per_face, 0))
+    return np.concatenate(pts), np.concatenate(normals)
+
+
+def _look_at(angle, radius=8.0):
+    """World-to-camera (R, t) of a camera on a ring at ``angle`` (radians) looking at the tower."""
+    c = np.array([radius * np.cos(angle), radius * np.sin(angle), 0.5])
+    z = -c / np.linalg.norm(c)
+    x = np.cross(z, [0, 0, 1.0])
+    x /= np.linalg.norm(x)
+    R = np.stack([x, np.cross(z, x), z])
+    return R, -R @ c
+
+
+def _rz(a):
+    return np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1.0]])
+
+
+def _model(angles, placed, rng, bridge=0):
+    """A model of cameras truly at ``angles`` placed at ``placed`` (the same = a right model), each
+    observing the tower points it faces (70% detected); points seen by cameras whose placement differs
+    from the truth by a turn are placed by that turn, as a mapper would triangulate them. ``bridge``
+    points are shared by the first camera of each placement group (false matches that joined them)."""
+    X, N = _tower(rng)
+    K = np.array([[F, 0, W / 2], [0, F, H / 2], [0, 0, 1]])
+    rec = pycolmap.Reconstruction()
+    cam = colmap.make_camera(W, H, F, "PINHOLE")
+    cam.camera_id = 1
+    rec.add_camera_with_trivial_rig(cam)
+    obs = {}  # (turn, point) -> [(image_id, point2D index)]
+    firsts = {}  # turn -> (image_id, index of its first bridge keypoint)
+    for i, (a, p) in enumerate(zip(angles, placed)):
+        R, t = _look_at(a)
+        Xc = X @ R.T + t
+        uv = Xc @ K.T
+        uv = uv[:, :2] / uv[:, 2:]
+        facing = np.einsum("pk,pk->p", N, -(X + R.T @ t)) / np.linalg.norm(X + R.T @ t, axis=1) > 0.3
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H) & (Xc[:, 2] > 0)
+        keep = np.flatnonzero(facing & inside & (rng.random(len(X)) < 0.7))
+        turn = round((p - a) / (np.pi / 2)) % 4
+        kp = uv[keep] + rng.normal(0, 0.5, (len(keep), 2))
+        if turn not in firsts:  # room for the bridge's keypoints
+            firsts[turn] = (i + 1, len(kp))
+            kp = np.concatenate([kp, rng.uniform(0, H, (bridge, 2))])
+        Rp, tp = _look_at(p)
+        rec.add_image_with_trivial_frame(pycolmap.Image(name=f"im{i:02d}.jpg", keypoints=kp, camera_id=1, image_id=i + 1),
+                                         pycolmap.Rigid3d(pycolmap.Rotation3d(Rp), tp))
+        for k, pt in enumerate(keep):
+            obs.setdefault((turn, pt), []).append((i + 1, k))
+    for (turn, pt), els in obs.items():
+        if len(els) >= 2:
+            rec.add_point3D(_rz(turn * np.pi / 2) @ X[pt], pycolmap.Track([pycolmap.TrackElement(*e) for e in els]),
+                            np.zeros(3, np.uint8))
+    if len(firsts) == 2:
+        (i, ki), (j, kj) = firsts.values()
+        for b in range(bridge):  # false matches: one point seen by the first camera of each group
+            rec.add_point3D(X[rng.integers(len(X))], pycolmap.Track([pycolmap.TrackElement(i, ki + b),
+                                                                     pycolmap.TrackElement(j, kj + b)]),
+                            np.zeros(3, np.uint8))
+    return rec
+
+
+def _ring(lo, hi, n):
+    return list(np.deg2rad(np.linspace(lo, hi, n)))
+
+
+def test_right_model_is_not_split():
+    rng = np.random.default_rng(0)
+    a = _ring(0, 345, 24)  # the whole way round: every cut has neighbours on both sides
+    v = split.views_of(_model(a, a, rng))
+    parts, made = split.split_parts(v, split.default_conf)
+    assert made == [] and len(parts) == 1 and len(parts[0]) == 24
+
+
+def test_quarter_turn_join_is_split_into_its_groups():
+    rng = np.random.default_rng(0)
+    # 10 cameras truly at 0-60 deg, 10 truly at 90-150 deg but placed a quarter turn back onto 0-60:
+    # the tower looks the same, so each group alone is right and together they hold two towers in one
+    true = _ring(0, 60, 10) + _ring(90, 150, 10)
+    placed = _ring(0, 60, 10) + list(np.array(_ring(90, 150, 10)) - np.pi / 2)
+    rec = _model(true, placed, rng, bridge=15)
+    v = split.views_of(rec)
+    parts, made = split.split_parts(v, split.default_conf)
+    assert len(made) == 1 and made[0].across < 0.05 < made[0].within
+    assert sorted(sorted(v.names[k] for k in p) for p in parts) == sorted(
+        [[f"im{i:02d}.jpg" for i in range(10)], [f"im{i:02d}.jpg" for i in range(10, 20)]])
+
+
+def test_check_models_drops_the_bridges_and_remaps():
+    rng = np.random.default_rng(1)
+    true = _ring(0, 60, 10) + _ring(90, 150, 10)
+    placed = _ring(0, 60, 10) + list(np.array(_ring(90, 150, 10)) - np.pi / 2)
+    rec = _model(true, placed, rng, bridge=15)
+    right = _model(true, true, np.random.default_rng(2))
+    calls = []
+
+    def remap(dropped, rnd):
+        calls.append((set(dropped), rnd))
+        return [right]  # the mapper without the bridges places the groups right
+
+    out, stats = split.check_models([rec], split.default_conf, remap)
+    assert calls == [({("im00.jpg", "im10.jpg")}, 0)]  # the one pair that shared points across
+    assert len(out) == 1 and out[0].num_reg_images() == 20 and stats["split_made"] == 1
+    out, _ = split.check_models([rec], {**split.default_conf, "remap": False}, remap)
+    assert sorted(r.num_reg_images() for r in out) == [10, 10] and len(calls) == 1
+    # restricted models keep only points two of their own cameras see
+    for r in out:
+        names = {r.images[i].name for i in r.reg_image_ids()}
+        for p in r.points3D.values():
+            assert len({e.image_id for e in p.track.elements}) >= 2
+            assert all(r.images[e.image_id].name in names for e in p.track.elements)
+
+
+def test_database_without_pairs_drops_only_those(tmp_path):
+    opts = pycolmap.SyntheticDatasetOptions()
+    opts.num_frames_per_rig, opts.num_points3D = 5, 100
+    db_path = tmp_path / "db.db"
+    db = pycolmap.Database.open(str(db_path))
+    pycolmap.set_random_seed(0)
+    pycolmap.synthesize_dataset(opts, db)
+    names = sorted(im.name for im in db.read_all_images())
+    db.close()
+    out = colmap.database_without_pairs(db_path, tmp_path / "copy.db", [(names[0], names[1])])
+    a, b = pycolmap.Database.open(str(db_path)), pycolmap.Database.open(str(out))
+    try:
+        assert b.num_verified_image_pairs() == a.num_verified_image_pairs() - 1
+        i0, i1 = (b.read_image_with_name(n).image_id for n in names[:2])
+        assert not b.exists_two_view_geometry(i0, i1) and a.exists_two_view_geometry(i0, i1)
+    finally:
+        a.close()
+        b.close()
