@@ -36,6 +36,8 @@ import networkx as nx
 import numpy as np
 import pycolmap
 
+from memposer.pipeline import seeding
+
 log = logging.getLogger(__name__)
 
 default_conf = {
@@ -195,14 +197,6 @@ def bridging_pairs(v: Views, parts: List[List[int]]) -> Set[Tuple[str, str]]:
     return {tuple(sorted((v.names[i], v.names[j]))) for i, j in zip(ii, jj) if of[i] != of[j]}
 
 
-def restrict(rec: pycolmap.Reconstruction, names: Set[str]) -> pycolmap.Reconstruction:
-    """A copy of ``rec`` with only the images ``names`` registered and the points two of them still see."""
-    out = pycolmap.Reconstruction(rec)
-    for i in [i for i, im in out.images.items() if im.has_pose and im.name not in names]:
-        out.deregister_frame(out.images[i].frame_id)
-    return out
-
-
 Remapper = Callable[[Set[Tuple[str, str]], int], List[pycolmap.Reconstruction]]
 
 
@@ -230,7 +224,7 @@ def check_models(models: List[pycolmap.Reconstruction], conf: dict,
                          len(s.part), len(v.names), s.across, s.within, s.expected)
             stats["split_made"] += len(made)
             bridges |= bridging_pairs(v, parts)
-            out += [restrict(rec, {v.names[k] for k in p}) for p in parts]
+            out += [seeding.restrict(rec, {v.names[k] for k in p}) for p in parts]
         out.sort(key=lambda r: -r.num_reg_images())
         if not bridges - dropped or remap is None or not conf["remap"] or rnd == int(conf["max_rounds"]):
             stats["split_dropped_pairs"] = float(len(dropped))

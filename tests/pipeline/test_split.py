@@ -150,3 +150,25 @@ def test_database_without_pairs_drops_only_those(tmp_path):
     finally:
         a.close()
         b.close()
+
+
+def test_mapped_right_scene_is_left_whole(tmp_path):
+    """pycolmap's mapper on a synthetic scene (exact matches, noise): the check splits nothing, and
+    the cluster comes out as without it."""
+    from memposer.pipeline import reconstruction as rc
+
+    opts = pycolmap.SyntheticDatasetOptions()
+    opts.num_rigs, opts.num_cameras_per_rig, opts.num_frames_per_rig, opts.num_points3D = 1, 1, 15, 400
+    db_path = tmp_path / "scene.db"
+    db = pycolmap.Database.open(str(db_path))
+    pycolmap.set_random_seed(0)
+    truth = pycolmap.synthesize_dataset(opts, db)
+    pycolmap.synthesize_noise(pycolmap.SyntheticNoiseOptions(point2D_stddev=0.5), truth, db)
+    db.close()
+    names = sorted(im.name for im in truth.images.values())
+    conf = {**rc.default_conf, "num_threads": 1, "workers": 1, "write_models": False}
+    plain = rc.reconstruct_cluster(names, db_path, tmp_path, tmp_path / "plain", conf)
+    checked = rc.reconstruct_cluster(names, db_path, tmp_path, tmp_path / "checked",
+                                     {**conf, "split": {**split.default_conf, "enabled": True}})
+    assert [len(m) for m in checked.models] == [len(m) for m in plain.models] == [15]
+    assert checked.stats["split_made"] == 0 and checked.stats["split_rounds"] == 0
