@@ -185,7 +185,7 @@ def _split_checked(mapped: List[pycolmap.Reconstruction], database_path: Path, i
         db = colmap.database_without_pairs(database_path, out_dir / f"split{rnd}" / "database.db", dropped)
         return colmap.run_mapper(db, image_dir, out_dir / f"split{rnd}", names, conf)
 
-    return split.check_models(mapped, conf["split"], remap)
+    return split.check_models(mapped, conf["split"], remap, str(database_path))
 
 
 def _with_model_dirs(res: ClusterResult, sources: Sources, database_path: Path, out_dir: Path,

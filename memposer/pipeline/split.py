@@ -15,7 +15,8 @@ other's points (Heinly et al. 2014, "Correcting for duplicate scene structure").
 - A candidate is a duplicate join when, over the camera pairs across it, observed / expected is
   below ``ratio`` times the same ratio over the pairs within its two sides, with at least
   ``min_expected`` expected points across (evidence, not noise). The worst such split is made, and
-  each side is checked again.
+  each side is checked again; when no cut fails, single cameras are tested against the rest of
+  their part the same way (``singles``: an image registered alone on the repeated structure).
 
 In a right model, cameras that view the same surface from near the same place observe a similar
 share of each other's points wherever the cut runs; across a duplicate join they observe only the
@@ -48,7 +49,9 @@ default_conf = {
     "min_expected": 50,  # expected points across a split before it can be judged
     "ratio": 0.2,  # split when across / within observed share falls below this
     "min_size": 3,  # cameras on each side of a split
+    "singles": True,  # then single cameras that fail against the rest of their part are taken out
     "remap": True,  # drop the pairs that bridged a split and map the cluster again
+    "agree": 0.5,  # a bridging pair: this share of its inlier matches are tracks of the model
     "max_rounds": 2,  # remaps at most
 }
 
@@ -131,12 +134,15 @@ class Split:
     expected: float  # expected points across
 
 
-def find_split(v: Views, conf: dict, cams: Optional[Sequence[int]] = None) -> Optional[Split]:
-    """The most inconsistent spanning-tree cut of cameras ``cams`` (default all) that fails the test, or None."""
+def find_split(v: Views, conf: dict, cams: Optional[Sequence[int]] = None,
+               evidence: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Optional[Split]:
+    """The most inconsistent spanning-tree cut of cameras ``cams`` (default all) that fails the test,
+    or None; ``evidence``: :func:`pair_evidence` of all of ``v``'s cameras, when already computed."""
     cams = list(range(len(v.names))) if cams is None else list(cams)
     if len(cams) < 2 * conf["min_size"]:
         return None
-    expected, observed = _evidence_of(v, cams, conf)
+    expected, observed = evidence if evidence is not None else pair_evidence(v, conf)
+    expected, observed = expected[np.ix_(cams, cams)], observed[np.ix_(cams, cams)]
     tree = _covisibility_tree(v.seen[cams])
     best: Optional[Split] = None
     for a, b in list(tree.edges):
@@ -146,21 +152,38 @@ def find_split(v: Views, conf: dict, cams: Optional[Sequence[int]] = None) -> Op
         tree.add_edge(a, b)
         if min(side.sum(), (~side).sum()) < conf["min_size"]:
             continue
-        cross = side[:, None] != side[None]
-        e_x, o_x = expected[cross].sum() / 2, observed[cross].sum() / 2
-        e_w, o_w = expected[~cross].sum() / 2, observed[~cross].sum() / 2
-        if e_x < conf["min_expected"] or e_w <= 0:
-            continue
-        s = Split([cams[k] for k in np.flatnonzero(side)], o_x / e_x, o_w / e_w, e_x)
-        if s.across < conf["ratio"] * s.within and (best is None or s.across / s.within < best.across / best.within):
+        s = _judge(side, expected, observed, conf, cams)
+        if s is not None and (best is None or s.across / s.within < best.across / best.within):
             best = s
     return best
 
 
-def _evidence_of(v: Views, cams: List[int], conf: dict) -> Tuple[np.ndarray, np.ndarray]:
-    sub = Views([v.names[k] for k in cams], [v.image_ids[k] for k in cams], v.R[cams], v.t[cams], v.K[cams],
-                v.size[cams], v.xyz, v.seen[cams])
-    return pair_evidence(sub, conf)
+def find_single(v: Views, conf: dict, cams: Sequence[int], evidence: Tuple[np.ndarray, np.ndarray]) -> Optional[Split]:
+    """The one camera of ``cams`` that fails the test against all the others (an image registered
+    alone on the repeated structure), the worst if several; None if none fails."""
+    cams = list(cams)
+    if len(cams) < 1 + conf["min_size"]:
+        return None
+    expected, observed = evidence[0][np.ix_(cams, cams)], evidence[1][np.ix_(cams, cams)]
+    best: Optional[Split] = None
+    for k in range(len(cams)):
+        side = np.zeros(len(cams), bool)
+        side[k] = True
+        s = _judge(side, expected, observed, conf, cams)
+        if s is not None and (best is None or s.across / s.within < best.across / best.within):
+            best = s
+    return best
+
+
+def _judge(side: np.ndarray, expected: np.ndarray, observed: np.ndarray, conf: dict,
+           cams: List[int]) -> Optional[Split]:
+    """The cut ``side`` / rest as a :class:`Split` if it fails the test, else None."""
+    cross = side[:, None] != side[None]
+    e_x, o_x = expected[cross].sum() / 2, observed[cross].sum() / 2
+    e_w, o_w = expected[~cross].sum() / 2, observed[~cross].sum() / 2
+    if e_x < conf["min_expected"] or e_w <= 0 or o_w <= 0 or o_x / e_x >= conf["ratio"] * o_w / e_w:
+        return None
+    return Split([cams[k] for k in np.flatnonzero(side)], o_x / e_x, o_w / e_w, e_x)
 
 
 def _covisibility_tree(seen: np.ndarray) -> nx.Graph:
@@ -173,11 +196,15 @@ def _covisibility_tree(seen: np.ndarray) -> nx.Graph:
 
 
 def split_parts(v: Views, conf: dict) -> Tuple[List[List[int]], List[Split]]:
-    """Camera index groups after splitting recursively until no cut fails; and the splits made."""
+    """Camera index groups after splitting recursively until no cut fails (then, with ``singles``,
+    single cameras that fail are taken out one at a time); and the splits made."""
+    evidence = pair_evidence(v, conf)
     todo, parts, made = [list(range(len(v.names)))], [], []
     while todo:
         cams = todo.pop()
-        s = find_split(v, conf, cams)
+        s = find_split(v, conf, cams, evidence)
+        if s is None and conf["singles"]:
+            s = find_single(v, conf, cams, evidence)
         if s is None:
             parts.append(cams)
             continue
@@ -187,21 +214,42 @@ def split_parts(v: Views, conf: dict) -> Tuple[List[List[int]], List[Split]]:
     return sorted(parts, key=lambda p: (-len(p), p)), made
 
 
-def bridging_pairs(v: Views, parts: List[List[int]]) -> Set[Tuple[str, str]]:
-    """Image pairs in different parts that observe a common point: the links that made the join."""
+def bridging_pairs(rec: pycolmap.Reconstruction, v: Views, parts: List[List[int]],
+                   database_path: Optional[str] = None, agree: float = 0.5) -> Set[Tuple[str, str]]:
+    """Image pairs in different parts that made the join: they observe a common point and (with
+    ``database_path``) at least ``agree`` of their verified inlier matches are observations of one
+    point in ``rec``. A true link across the parts disagrees with the false join, so its matches do
+    not form the model's tracks, and it stays for the next mapping."""
     of = np.empty(len(v.names), int)
     for k, p in enumerate(parts):
         of[p] = k
     shared = v.seen.astype(np.float64) @ v.seen.T.astype(np.float64)
     ii, jj = np.nonzero(np.triu(shared, 1))
-    return {tuple(sorted((v.names[i], v.names[j]))) for i, j in zip(ii, jj) if of[i] != of[j]}
+    cross = [(i, j) for i, j in zip(ii, jj) if of[i] != of[j]]
+    if database_path is None:
+        return {tuple(sorted((v.names[i], v.names[j]))) for i, j in cross}
+    out = set()
+    db = pycolmap.Database.open(str(database_path))
+    try:
+        for i, j in cross:
+            a, b = v.image_ids[i], v.image_ids[j]
+            if not db.exists_two_view_geometry(a, b):
+                continue
+            m = np.asarray(db.read_two_view_geometry(a, b).inlier_matches).reshape(-1, 2)
+            pa = np.array([p.point3D_id if p.has_point3D() else -1 for p in rec.images[a].points2D])
+            pb = np.array([p.point3D_id if p.has_point3D() else -2 for p in rec.images[b].points2D])
+            if len(m) and (pa[m[:, 0]] == pb[m[:, 1]]).mean() >= agree:
+                out.add(tuple(sorted((v.names[i], v.names[j]))))
+    finally:
+        db.close()
+    return out
 
 
 Remapper = Callable[[Set[Tuple[str, str]], int], List[pycolmap.Reconstruction]]
 
 
 def check_models(models: List[pycolmap.Reconstruction], conf: dict,
-                 remap: Optional[Remapper] = None) -> Tuple[List[pycolmap.Reconstruction], Dict[str, float]]:
+                 remap: Optional[Remapper] = None, database_path: Optional[str] = None) -> Tuple[List[pycolmap.Reconstruction], Dict[str, float]]:
     """``models`` with every duplicate join split, largest first, and counts for the run's stats.
 
     With ``remap`` (and ``conf["remap"]``), the pairs that bridged the splits are dropped and the
@@ -223,7 +271,7 @@ def check_models(models: List[pycolmap.Reconstruction], conf: dict,
                 log.info("split: %d of %d cameras apart (observed share across %.3f, within %.3f, %d expected)",
                          len(s.part), len(v.names), s.across, s.within, s.expected)
             stats["split_made"] += len(made)
-            bridges |= bridging_pairs(v, parts)
+            bridges |= bridging_pairs(rec, v, parts, database_path, conf["agree"])
             out += [seeding.restrict(rec, {v.names[k] for k in p}) for p in parts]
         out.sort(key=lambda r: -r.num_reg_images())
         if not bridges - dropped or remap is None or not conf["remap"] or rnd == int(conf["max_rounds"]):
