@@ -6,10 +6,13 @@ second group turned by the symmetry. Each group is right inside, but the model t
 repeated structure twice, in the same place, seen by two groups of cameras that do not see each
 other's points (Heinly et al. 2014, "Correcting for duplicate scene structure"). That is the test:
 
-- ``expected`` points of camera ``i`` in camera ``j``: points ``i`` observes that project into
-  ``j``'s image, in front of it, seen by ``j`` from within ``max_view_angle`` of ``i``'s ray and at
-  a distance within ``max_scale`` of ``i``'s (so that ``j`` sees the same surface at a similar
-  scale, and self-occlusion is unlikely); ``observed``: those of them ``j`` observes too.
+- for a pair of cameras ``i``, ``j``: the points ``i`` observes that project into ``j``'s image, in
+  front of it, seen by ``j`` from within ``max_view_angle`` of ``i``'s ray and at a distance within
+  ``max_scale`` of ``i``'s (``j`` would see the same surface at a similar scale). Each is
+  ``observed`` when ``j`` observes it too, and a conflict when ``j`` does not but observes another
+  point at that pixel (within half the spacing of its points) that is not in front of it: two
+  surfaces in one place. Where ``j`` sees nothing there, or something in front (an occluder), the
+  point says nothing. ``expected`` = observed + conflicts.
 - Candidate splits: removing one edge of the maximum spanning tree of the co-visibility graph
   (cameras linked by shared points), with at least ``min_size`` cameras on each side.
 - A candidate is a duplicate join when, over the camera pairs across it, observed / expected is
@@ -20,8 +23,10 @@ other's points (Heinly et al. 2014, "Correcting for duplicate scene structure").
 
 In a right model, cameras that view the same surface from near the same place observe a similar
 share of each other's points wherever the cut runs; across a duplicate join they observe only the
-few points of the false matches that made the join. ``ratio`` is relative to the model's own
-repeatability, so it does not depend on the keypoint budget.
+points of the repeated structure and see their own copy of the rest in its place. ``ratio`` is
+relative to the model's own repeatability, so it does not depend on the keypoint budget; 0.5 lies
+between the right models measured (lowest cut 0.85-0.94 of the within share on rendered
+``benchmark_cpu`` models, 0.82-0.89 on hand-built ones) and the joins (0.001-0.24; docs/results.md).
 
 :func:`bridging_pairs` names the image pairs that hold a split model together (they share
 points across the split): ``reconstruction`` drops them from a copy of the database and maps the
@@ -45,9 +50,10 @@ default_conf = {
     "enabled": False,
     "max_view_angle": 30.0,  # degrees between the two cameras' rays to a point for it to count as visible
     "max_scale": 2.0,  # ratio of the two cameras' distances to the point
+    "depth_margin": 0.9,  # an unobserved point conflicts where the camera sees a point at >= this x its depth
     "neighbours": 30,  # cameras compared with each camera (nearest centres in the model)
     "min_expected": 50,  # expected points across a split before it can be judged
-    "ratio": 0.2,  # split when across / within observed share falls below this
+    "ratio": 0.5,  # split when the across share falls below this x the within share
     "min_size": 3,  # cameras on each side of a split
     "singles": True,  # then single cameras that fail against the rest of their part are taken out
     "remap": True,  # drop the pairs that bridged a split and map the cluster again
@@ -95,13 +101,15 @@ def views_of(rec: pycolmap.Reconstruction) -> Views:
 
 
 def pair_evidence(v: Views, conf: dict) -> Tuple[np.ndarray, np.ndarray]:
-    """``(expected, observed)``, (N, N) each, symmetric: points one camera of a pair observes
-    that the other should see (see the module doc), and how many of those it does observe."""
+    """``(expected, observed)``, (N, N) each, symmetric: points one camera of a pair observes that
+    the other should see and either does observe or contradicts (see the module doc), and how
+    many of those it observes."""
     n = len(v.names)
     C = v.centres
     expected, observed = np.zeros((n, n)), np.zeros((n, n))
     cos_max = np.cos(np.deg2rad(conf["max_view_angle"]))
     d = np.linalg.norm(C[:, None] - C[None], axis=-1)
+    own = [_own_points(v, j) for j in range(n)]
     for i in range(n):
         pts = np.flatnonzero(v.seen[i])
         if not len(pts):
@@ -110,20 +118,45 @@ def pair_evidence(v: Views, conf: dict) -> Tuple[np.ndarray, np.ndarray]:
         ri = X - C[i]
         di = np.linalg.norm(ri, axis=1)
         for j in np.argsort(d[i])[1:int(conf["neighbours"]) + 1]:
-            Xc = X @ v.R[j].T + v.t[j]
-            uvw = Xc @ v.K[j].T
-            z = uvw[:, 2]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                u, w = uvw[:, 0] / z, uvw[:, 1] / z
-            inside = (z > 0) & (u >= 0) & (u < v.size[j, 0]) & (w >= 0) & (w < v.size[j, 1])
+            if own[j] is None:
+                continue
+            uv, z = _project(v, j, X)
+            inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < v.size[j, 0]) & (uv[:, 1] >= 0) & (uv[:, 1] < v.size[j, 1])
             rj = X - C[j]
             dj = np.linalg.norm(rj, axis=1)
             cos = np.einsum("pk,pk->p", ri, rj) / np.maximum(di * dj, 1e-12)
             scale = dj / np.maximum(di, 1e-12)
             vis = inside & (cos >= cos_max) & (scale <= conf["max_scale"]) & (scale >= 1 / conf["max_scale"])
-            expected[i, j] += vis.sum()
-            observed[i, j] += (vis & v.seen[j, pts]).sum()
+            seen = vis & v.seen[j, pts]
+            # Unobserved: a conflict only where j observes another point there that is not in front
+            # of this one (two surfaces in one place); an occluder in front, or nothing, says nothing.
+            tree, depth, radius = own[j]
+            dist, k = tree.query(uv[vis & ~seen], distance_upper_bound=radius)
+            near = np.isfinite(dist)
+            conflict = (depth[k[near]] >= conf["depth_margin"] * z[vis & ~seen][near]).sum()
+            expected[i, j] += seen.sum() + conflict
+            observed[i, j] += seen.sum()
     return expected + expected.T, observed + observed.T
+
+
+def _project(v: Views, j: int, X: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Pixels ``(P, 2)`` and depths ``(P,)`` of points ``X`` in camera ``j`` (pinhole)."""
+    uvw = (X @ v.R[j].T + v.t[j]) @ v.K[j].T
+    z = uvw[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return uvw[:, :2] / z[:, None], z
+
+
+def _own_points(v: Views, j: int):
+    """A KD-tree of camera ``j``'s observed points in its image, their depths, and the search radius:
+    half the typical spacing of those points (``sqrt(area / count) / 2``)."""
+    from scipy.spatial import cKDTree
+
+    pts = np.flatnonzero(v.seen[j])
+    if not len(pts):
+        return None
+    uv, z = _project(v, j, v.xyz[pts])
+    return cKDTree(uv), z, 0.5 * np.sqrt(v.size[j, 0] * v.size[j, 1] / len(pts))
 
 
 @dataclass
