@@ -81,6 +81,7 @@ class Views:
 
 
 def views_of(rec: pycolmap.Reconstruction) -> Views:
+    """The registered images of ``rec`` and its points as :class:`Views`."""
     ids = sorted(i for i, im in rec.images.items() if im.has_pose)
     index = {i: k for k, i in enumerate(ids)}
     pids = sorted(rec.point3D_ids())
@@ -121,7 +122,7 @@ def pair_evidence(v: Views, conf: dict) -> Tuple[np.ndarray, np.ndarray]:
             if own[j] is None:
                 continue
             uv, z = _project(v, j, X)
-            inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < v.size[j, 0]) & (uv[:, 1] >= 0) & (uv[:, 1] < v.size[j, 1])
+            inside = (z > 0) & np.all((uv >= 0) & (uv < v.size[j]), axis=1)
             rj = X - C[j]
             dj = np.linalg.norm(rj, axis=1)
             cos = np.einsum("pk,pk->p", ri, rj) / np.maximum(di * dj, 1e-12)
@@ -250,8 +251,8 @@ def split_parts(v: Views, conf: dict) -> Tuple[List[List[int]], List[Split]]:
 def bridging_pairs(rec: pycolmap.Reconstruction, v: Views, parts: List[List[int]],
                    database_path: Optional[str] = None, agree: float = 0.5) -> Set[Tuple[str, str]]:
     """Image pairs in different parts that made the join: they observe a common point and (with
-    ``database_path``) at least ``agree`` of their verified inlier matches are observations of one
-    point in ``rec``. A true link across the parts disagrees with the false join, so its matches do
+    ``database_path``, the database ``rec`` was mapped from) at least ``agree`` of their verified
+    inlier matches are observations of one point in ``rec``. A true link across the parts disagrees with the false join, so its matches do
     not form the model's tracks, and it stays for the next mapping."""
     of = np.empty(len(v.names), int)
     for k, p in enumerate(parts):
@@ -281,8 +282,8 @@ def bridging_pairs(rec: pycolmap.Reconstruction, v: Views, parts: List[List[int]
 Remapper = Callable[[Set[Tuple[str, str]], int], List[pycolmap.Reconstruction]]
 
 
-def check_models(models: List[pycolmap.Reconstruction], conf: dict,
-                 remap: Optional[Remapper] = None, database_path: Optional[str] = None) -> Tuple[List[pycolmap.Reconstruction], Dict[str, float]]:
+def check_models(models: List[pycolmap.Reconstruction], conf: dict, remap: Optional[Remapper] = None,
+                 database_path: Optional[str] = None) -> Tuple[List[pycolmap.Reconstruction], Dict[str, float]]:
     """``models`` with every duplicate join split, largest first, and counts for the run's stats.
 
     With ``remap`` (and ``conf["remap"]``), the pairs that bridged the splits are dropped and the
