@@ -252,8 +252,9 @@ def bridging_pairs(rec: pycolmap.Reconstruction, v: Views, parts: List[List[int]
                    database_path: Optional[str] = None, agree: float = 0.5) -> Set[Tuple[str, str]]:
     """Image pairs in different parts that made the join: they observe a common point and (with
     ``database_path``, the database ``rec`` was mapped from) at least ``agree`` of their verified
-    inlier matches are observations of one point in ``rec``. A true link across the parts disagrees with the false join, so its matches do
-    not form the model's tracks, and it stays for the next mapping."""
+    inlier matches are observations of one point in ``rec``. A true link across the parts disagrees
+    with the false join, so its matches do not form the model's tracks, and it stays for the next
+    mapping."""
     of = np.empty(len(v.names), int)
     for k, p in enumerate(parts):
         of[p] = k
