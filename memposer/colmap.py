@@ -219,6 +219,28 @@ def model_points(path: Path | str) -> np.ndarray:
     return np.array([rec.points3D[i].xyz for i in ids], np.float64).reshape(-1, 3)
 
 
+def database_without_pairs(src: Path | str, dst: Path | str, pairs: Iterable[Tuple[str, str]]) -> Path:
+    """A copy of database ``src`` at ``dst`` in which ``pairs`` (image names) have no two-view
+    geometry, so the mapper no longer uses them; their raw matches stay."""
+    import sqlite3
+    from contextlib import closing
+
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)
+    with closing(sqlite3.connect(str(src))) as a, closing(sqlite3.connect(str(dst))) as b:
+        a.backup(b)  # consistent even with a write-ahead log
+    db = pycolmap.Database.open(str(dst))
+    try:
+        for x, y in pairs:
+            ix, iy = db.read_image_with_name(x), db.read_image_with_name(y)
+            if ix is not None and iy is not None and db.exists_two_view_geometry(ix.image_id, iy.image_id):
+                db.delete_two_view_geometry(ix.image_id, iy.image_id)
+    finally:
+        db.close()
+    return dst
+
+
 def quiet(level: int = 2) -> None:
     """Silence glog INFO output (COLMAP is chatty); 2 = errors only, 0 = everything."""
     try:
@@ -236,4 +258,4 @@ def log_level() -> int:
 
 
 __all__: Iterable[str] = ["Database", "run_mapper", "poses_of", "read_model_poses", "two_view_options", "make_camera", "set_seed", "quiet",
-                          "model_of", "write_model", "model_points"]
+                          "model_of", "write_model", "model_points", "database_without_pairs"]

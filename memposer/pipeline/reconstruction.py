@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from memposer import colmap
 from memposer.colmap import Pose
-from memposer.pipeline import fill, seeding
+from memposer.pipeline import fill, seeding, split
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,9 @@ default_conf = {
     # seeded path: images no model holds get the network's pose in the model's gauge (pipeline/fill.py)
     "fill_unregistered": False,
     "fill": dict(fill.default_conf),
+    # models joined on duplicate (symmetric) structure are split, the joining pairs dropped and the
+    # cluster mapped again (pipeline/split.py)
+    "split": dict(split.default_conf),
     # each model also as a COLMAP model (cameras/images/points3D.bin) for --export and the report's 3D view
     "write_models": True,
 }
@@ -163,12 +166,26 @@ def reconstruct_cluster(names: Sequence[str], database_path: Path | str, image_d
         res = ClusterResult([pred], "memposer", {"registered": float(len(pred))})
         return _with_model_dirs(res, [None] * len(res.models), database_path, out_dir, conf)
     mapped = colmap.run_mapper(database_path, image_dir, out_dir, names, conf)
+    split_stats: Dict[str, float] = {}
+    if conf["split"]["enabled"]:
+        mapped, split_stats = _split_checked(mapped, database_path, image_dir, out_dir, names, conf)
     if mode == "seeded" and len(pred) >= 3:
         res, sources = _seeded(database_path, names, pred, mapped, conf, getattr(pred, "conf", {n: 1.0 for n in pred}))
     else:
         models, sources = _disjoint_models(mapped, conf["min_model_size"])
         res = ClusterResult(models, "colmap", {"registered": float(sum(map(len, models)))})
+    res.stats.update(split_stats)
     return _with_model_dirs(res, sources, database_path, out_dir, conf)
+
+
+def _split_checked(mapped: List[pycolmap.Reconstruction], database_path: Path, image_dir: Path, out_dir: Path,
+                   names: Sequence[str], conf: dict) -> Tuple[List[pycolmap.Reconstruction], Dict[str, float]]:
+    """``split.check_models`` with remapping from a copy of the database without the dropped pairs."""
+    def remap(dropped, rnd: int) -> List[pycolmap.Reconstruction]:
+        db = colmap.database_without_pairs(database_path, out_dir / f"split{rnd}" / "database.db", dropped)
+        return colmap.run_mapper(db, image_dir, out_dir / f"split{rnd}", names, conf)
+
+    return split.check_models(mapped, conf["split"], remap, str(database_path))
 
 
 def _with_model_dirs(res: ClusterResult, sources: Sources, database_path: Path, out_dir: Path,

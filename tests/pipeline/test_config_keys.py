@@ -27,6 +27,7 @@ READERS = {
     ("reconstruction",): ["pipeline/reconstruction.py", "colmap.py"],
     ("reconstruction", "seeding"): ["pipeline/seeding.py"],
     ("reconstruction", "fill"): ["pipeline/fill.py"],
+    ("reconstruction", "split"): ["pipeline/split.py", "pipeline/reconstruction.py"],
 }
 
 
