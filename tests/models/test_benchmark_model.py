@@ -35,3 +35,17 @@ def test_model_eval_prints_model_identity_and_rotation_averaging(tmp_path):
     assert table["identity"]["tdir_median"] == 90.0 and table["memposer"]["pairs"] == table["identity"]["pairs"]
     assert table["memposer"]["rot_median"] < table["identity"]["rot_median"]
     assert "rotation averaging" in r.stdout
+
+
+def test_model_eval_plot_reads_tables_and_skips_exact_reprojections(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import plot_model_eval
+
+    table = {"memposer": {"rot_median": 3.0}, "identity": {"rot_median": 80.0}}
+    f = tmp_path / "a.json"
+    f.write_text(json.dumps({"run 0": table, "run 1": {"memposer": {"rot_median": 5.0}},
+                             "beer, reprojected": {"memposer": {"rot_median": 1.0}}}))
+    assert plot_model_eval.rotation_medians(f) == [3.0, 5.0]
+    out = tmp_path / "p.png"
+    assert plot_model_eval.main([f"set:m={f}", f"set2:m={f}", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
