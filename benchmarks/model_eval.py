@@ -56,7 +56,6 @@ def evaluate_scene(model, obs, vis, R_gt, t_gt, ra: bool = True, ra_tracks=None,
     """``exif`` (N,) bool: which focal priors came from EXIF (for models with ``exif_input``)."""
     out = {}
     t0 = time.perf_counter()
-    exif = None if exif is None else torch.as_tensor(np.asarray(exif, bool))
     pred = model.predict(torch.from_numpy(obs), torch.from_numpy(vis), exif=exif)
     out["memposer"] = pair_errors_deg(pred["R"].double().cpu().numpy(), pred["t"].double().cpu().numpy(), R_gt, t_gt)
     out["memposer"]["seconds"] = np.array([time.perf_counter() - t0])

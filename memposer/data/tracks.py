@@ -231,7 +231,8 @@ def _try_scene(rng: np.random.Generator, conf: dict, layout: str) -> Optional[Di
     obs[~vis] = 0
     return {"obs": obs[cams].astype(np.float32), "vis": vis[cams], "R": R[cams].astype(np.float32),
             "t": t[cams].astype(np.float32), "layout": layout,
-            "focal_ratio": (f_prior / f)[cams], "exif": exif[cams]}  # prior / true focal: obs x this = true normalised points
+            "focal_ratio": (f_prior / f)[cams],  # prior / true focal: obs x this = true normalised points
+            "exif": exif[cams]}
 
 
 def collate_track_scenes(scenes: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:

@@ -37,6 +37,17 @@ def _rz(a):
     return np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1.0]])
 
 
+def _observe(X, N, K, angle, rng, keep_share):
+    """Camera at ``angle`` looking at the tower: (R, t, pixel positions of all points, indices it sees)."""
+    R, t = _look_at(angle)
+    Xc = X @ R.T + t
+    uv = Xc @ K.T
+    uv = uv[:, :2] / uv[:, 2:]
+    facing = np.einsum("pk,pk->p", N, -(X + R.T @ t)) / np.linalg.norm(X + R.T @ t, axis=1) > 0.3
+    inside = (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H) & (Xc[:, 2] > 0)
+    return R, t, uv, np.flatnonzero(facing & inside & (rng.random(len(X)) < keep_share))
+
+
 def _model(angles, placed, rng, bridge=0):
     """A model of cameras truly at ``angles`` placed at ``placed`` (the same = a right model), each
     observing the tower points it faces (70% detected); points seen by cameras whose placement differs
@@ -51,13 +62,7 @@ def _model(angles, placed, rng, bridge=0):
     obs = {}  # (turn, point) -> [(image_id, point2D index)]
     firsts = {}  # turn -> (image_id, index of its first bridge keypoint)
     for i, (a, p) in enumerate(zip(angles, placed)):
-        R, t = _look_at(a)
-        Xc = X @ R.T + t
-        uv = Xc @ K.T
-        uv = uv[:, :2] / uv[:, 2:]
-        facing = np.einsum("pk,pk->p", N, -(X + R.T @ t)) / np.linalg.norm(X + R.T @ t, axis=1) > 0.3
-        inside = (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H) & (Xc[:, 2] > 0)
-        keep = np.flatnonzero(facing & inside & (rng.random(len(X)) < 0.7))
+        R, t, uv, keep = _observe(X, N, K, a, rng, 0.7)
         turn = round((p - a) / (np.pi / 2)) % 4
         kp = uv[keep] + rng.normal(0, 0.5, (len(keep), 2))
         if turn not in firsts:  # room for the bridge's keypoints
@@ -193,13 +198,7 @@ def _symmetric_tower_database(tmp_path, rng, per_face=40, statue=600):
     db = colmap.Database(tmp_path / "tower.db")
     index, kps, names, truth = [], [], [], {}
     for i, a in enumerate(angles):
-        R, t = _look_at(a)
-        Xc = X @ R.T + t
-        uv = Xc @ K.T
-        uv = uv[:, :2] / uv[:, 2:]
-        facing = np.einsum("pk,pk->p", N, -(X + R.T @ t)) / np.linalg.norm(X + R.T @ t, axis=1) > 0.3
-        inside = (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H) & (Xc[:, 2] > 0)
-        keep = np.flatnonzero(facing & inside & (rng.random(len(X)) < 0.8))
+        R, t, uv, keep = _observe(X, N, K, a, rng, 0.8)
         index.append({int(p): k for k, p in enumerate(keep)})
         kps.append(uv[keep] + rng.normal(0, 0.3, (len(keep), 2)))
         names.append(f"im{i:02d}.jpg")
