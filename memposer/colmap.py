@@ -219,9 +219,9 @@ def model_points(path: Path | str) -> np.ndarray:
     return np.array([rec.points3D[i].xyz for i in ids], np.float64).reshape(-1, 3)
 
 
-def database_without_pairs(src: Path | str, dst: Path | str, pairs: Iterable[Tuple[str, str]]) -> Path:
-    """A copy of database ``src`` at ``dst`` in which ``pairs`` (image names) have no two-view
-    geometry, so the mapper no longer uses them; their raw matches stay."""
+def copy_database(src: Path | str, dst: Path | str) -> Path:
+    """Copy SQLite database ``src`` to ``dst`` (replaced) with the backup API: consistent even with a
+    write-ahead log or another process writing."""
     import sqlite3
     from contextlib import closing
 
@@ -229,7 +229,14 @@ def database_without_pairs(src: Path | str, dst: Path | str, pairs: Iterable[Tup
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.unlink(missing_ok=True)
     with closing(sqlite3.connect(str(src))) as a, closing(sqlite3.connect(str(dst))) as b:
-        a.backup(b)  # consistent even with a write-ahead log
+        a.backup(b)
+    return dst
+
+
+def database_without_pairs(src: Path | str, dst: Path | str, pairs: Iterable[Tuple[str, str]]) -> Path:
+    """A copy of database ``src`` at ``dst`` in which ``pairs`` (image names) have no two-view
+    geometry, so the mapper no longer uses them; their raw matches stay."""
+    dst = copy_database(src, dst)
     db = pycolmap.Database.open(str(dst))
     try:
         for x, y in pairs:
@@ -258,4 +265,4 @@ def log_level() -> int:
 
 
 __all__: Iterable[str] = ["Database", "run_mapper", "poses_of", "read_model_poses", "two_view_options", "make_camera", "set_seed", "quiet",
-                          "model_of", "write_model", "model_points", "database_without_pairs"]
+                          "model_of", "write_model", "model_points", "copy_database", "database_without_pairs"]

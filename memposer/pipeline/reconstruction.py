@@ -14,10 +14,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import sqlite3
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -265,10 +264,7 @@ def _executor(workers: int, database_path: Path | str, scratch: Path):
     with tempfile.TemporaryDirectory(prefix="databases-", dir=scratch) as tmp:
         copies = ctx.Queue()
         for k in range(workers):
-            copy = Path(tmp) / f"worker{k}.db"
-            with closing(sqlite3.connect(database_path)) as src, closing(sqlite3.connect(copy)) as dst:
-                src.backup(dst)  # the SQLite backup API: consistent even with a write-ahead log
-            copies.put(str(copy))
+            copies.put(str(colmap.copy_database(database_path, Path(tmp) / f"worker{k}.db")))
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
                                  initargs=(_log_levels(), colmap.log_level(), copies)) as pool:
             yield pool
