@@ -221,6 +221,8 @@ def main(argv=None) -> int:
     p.add_argument("--exif", type=float, default=scene_defaults["exif"],
                    help="share of cameras with a near-true focal prior (0: none, as a folder without EXIF)")
     p.add_argument("--shared-camera", type=float, default=0.0, help="share of scenes whose cameras share one focal")
+    p.add_argument("--roll-global", type=float, default=0.0,
+                   help="share of scenes whose cameras all get one extra roll (0-360 degrees)")
     p.add_argument("--focal-prior", action="store_true",
                    help="with --reference: normalise keypoints by COLMAP's prior (1.2 x long side), not the true intrinsics")
     p.add_argument("--reference", type=Path, help="a COLMAP model: evaluate on its own tracks")
@@ -239,7 +241,8 @@ def main(argv=None) -> int:
     results = {}
     conf = {**scene_defaults, "cameras": a.cameras, "tracks": a.tracks, "background": a.background,
             "distance_scale": a.distance_scale, "view_window_p": a.window, "view_window": a.view_window,
-            "focal_range": a.focal_range, "exif": a.exif, "shared_camera": a.shared_camera}
+            "focal_range": a.focal_range, "exif": a.exif, "shared_camera": a.shared_camera,
+            "roll_global": a.roll_global}
     if a.layouts:
         conf["layouts"] = {k: float(w) for k, w in (x.split("=") for x in a.layouts)}
     for run in range(a.runs if a.synthetic else 0):
@@ -247,7 +250,7 @@ def main(argv=None) -> int:
         results[f"synthetic run {run}"] = t
         print_table(f"synthetic held-out, run {run}: {a.synthetic} scenes, cameras {a.cameras}, {a.tracks} tracks, "
                     f"background {a.background}, distance x{a.distance_scale}, view windows {a.window}, layouts {conf['layouts']}, "
-                    f"focal {a.focal_range}, exif {a.exif}, shared camera {a.shared_camera}", t)
+                    f"focal {a.focal_range}, exif {a.exif}, shared camera {a.shared_camera}, global roll {a.roll_global}", t)
     for run in range(a.runs if a.reference else 0):
         for mt in a.max_tracks:
             for scene, t in reference(model, a.reference, a.every, run, a.max_images, mt, not a.no_ra,

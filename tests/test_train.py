@@ -148,3 +148,23 @@ def test_every_training_config_loads_and_draws_a_batch(path):
     conf = load_config(path, ["data.batch_size=2"])
     batch = next(iter(TrainBatches(TrackDataModule(conf["data"], seed=0).conf, seed=0)))
     assert batch["obs"].shape[0] == 2 and batch["mask"].any(1).all()
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("train*.yaml")), ids=lambda p: p.name)
+def test_every_training_config_with_a_shipped_init_loads_it(path):
+    """A recipe that starts from a checkpoint in git builds a model those weights fit (a child config's
+    ``model: {...}`` once replaced its base's preset name and dropped the refinement passes)."""
+    from memposer.models.mempose import MemPoser  # noqa: PLC0415
+    from memposer.config import merge_strict  # noqa: PLC0415
+    from memposer.training.config import load_config  # noqa: PLC0415
+    from memposer.training.run import init_weights  # noqa: PLC0415
+
+    conf = load_config(path)
+    src = REPO / str(conf["init_from"])
+    if not conf["init_from"] or not src.is_file():
+        pytest.skip(f"init_from {conf['init_from']} is a training output, not in git")
+    model = MemPoser(merge_strict(MemPoser.default_conf, conf["model"], "model."))
+    init_weights(model, str(src))  # raises on a config or tensor mismatch
+    shipped = load_checkpoint(src)
+    for k, v in shipped.state_dict().items():
+        assert torch.equal(model.state_dict()[k].to(v.dtype), v), k

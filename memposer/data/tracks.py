@@ -29,6 +29,10 @@ default_conf: Dict[str, Any] = {
     "tracks": 256,                  # tracks kept per scene (the model's P)
     "layouts": {"orbit": 0.45, "landmark": 0.35, "walk": 0.2},
     "roll_flip": 0.15,              # share of cameras rolled by 90-180 degrees (upside-down views)
+    # Probability that a scene's cameras all share one extra roll, 0-360 degrees: a turntable shot
+    # with the camera on its side (middlebury's dino: every view's image x axis along the turntable's
+    # axis). Per-camera flips alone almost never roll a whole scene. 0 = off, drawing nothing.
+    "roll_global": 0.0,
     "focal_range": [0.6, 1.6],      # true focal / max image side
     # Probability that all cameras of a scene share one image size and focal (a video, a turntable,
     # one person's camera): with no EXIF they then all share one wrong prior, as middlebury does
@@ -197,6 +201,10 @@ def _try_scene(rng: np.random.Generator, conf: dict, layout: str) -> Optional[Di
         Rs.append(Rz @ R)
         ts.append(Rz @ t)
     R, t = np.stack(Rs), np.stack(ts)
+    if conf["roll_global"] > 0 and rng.random() < conf["roll_global"]:  # no draw when off: old seeds stay
+        a = rng.uniform(0, 2 * np.pi)
+        Rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+        R, t = Rz @ R, t @ Rz.T
     sizes = _SIZES[rng.integers(len(_SIZES), size=n)].astype(float)  # (N, 2) width, height
     f = sizes.max(1) * rng.uniform(*conf["focal_range"], size=n)
     if conf["shared_camera"] > 0 and rng.random() < conf["shared_camera"]:  # no draw when off: old seeds stay

@@ -140,3 +140,19 @@ def test_shared_camera_scenes_share_one_wrong_prior_and_exif_share_is_drawn_per_
     shares = [np.isclose(sample_scene(np.random.default_rng(k), {**CLEAN, "exif": [0.0, 1.0]})["focal_ratio"], 1.0).mean()
               for k in range(10)]
     assert max(shares) - min(shares) > 0.3, shares
+
+
+def test_global_roll_turns_every_camera_of_a_scene_alike_and_off_draws_nothing():
+    a = sample_batch(11, 2)
+    b = sample_batch(11, 2, {"roll_global": 0.0})
+    assert np.array_equal(a["obs"].numpy(), b["obs"].numpy())  # off draws nothing: old seeds, old scenes
+    conf = {**CLEAN, "layouts": {"orbit": 1.0}, "cameras": [12, 12], "roll_flip": 0.0}
+    plain = [sample_scene(np.random.default_rng(k), conf) for k in range(6)]
+    rolled = [sample_scene(np.random.default_rng(k), {**conf, "roll_global": 1.0}) for k in range(6)]
+
+    def mean_up_z(scenes):  # |z| of each camera's image-up axis in the world (orbits stand on z)
+        return np.mean([np.abs(s["R"][:, 1, 2]).mean() for s in scenes])
+
+    assert mean_up_z(plain) > 0.7 and mean_up_z(rolled) < 0.6, (mean_up_z(plain), mean_up_z(rolled))
+    for s in rolled:  # still exact geometry
+        assert np.median(_epipolar_residuals(s)) < 1e-5
