@@ -127,7 +127,9 @@ def synthetic(model, n: int, run: int, conf: dict, ra: bool) -> Dict[str, Dict[s
                                      exif=s["exif"]) for s in scenes])
 
 
-def real(model, split: Path, work: Path, max_tracks: int, ra: bool) -> Dict[str, Dict[str, Dict[str, float]]]:
+def real(model, split: Path, work: Path, max_tracks: int, ra: bool,
+         focal: Dict[str, float] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """``focal`` {scene: focal / long side}: normalise that scene's keypoints with it, not the database's prior."""
     from memposer.data.imc import read_poses  # noqa: PLC0415
     from memposer.pipeline.tracks import cluster_tracks  # noqa: PLC0415
     import pycolmap  # noqa: PLC0415
@@ -149,8 +151,15 @@ def real(model, split: Path, work: Path, max_tracks: int, ra: bool) -> Dict[str,
         if len(recs) < 3:  # the outliers, or a scene the run did not keep
             continue
         names = [r.image for r in recs]
-        tr = cluster_tracks(db, names, {"max_tracks": max_tracks})
-        full = cluster_tracks(db, names, {"max_tracks": 10 ** 6}) if ra else None
+        f = None
+        if focal and sc in focal:
+            d = pycolmap.Database.open(str(db))
+            cams = {c.camera_id: c for c in d.read_all_cameras()}
+            f = {im.name: focal[sc] * max(cams[im.camera_id].width, cams[im.camera_id].height)
+                 for im in d.read_all_images() if im.name in names}
+            d.close()
+        tr = cluster_tracks(db, names, {"max_tracks": max_tracks}, f)
+        full = cluster_tracks(db, names, {"max_tracks": 10 ** 6}, f) if ra else None
         R_gt = np.stack([r.R for r in recs])
         t_gt = np.stack([r.t for r in recs])
         res = evaluate_scene(model, tr.obs, tr.vis, R_gt, t_gt, ra, (full.obs, full.vis) if ra else None, tr.exif)
@@ -230,6 +239,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-images", type=int, default=24, help="with --reference")
     p.add_argument("--real", type=Path, help="labelled competition split (train/ beside train_labels.csv)")
     p.add_argument("--work", type=Path, help="infer.py work folder of that split")
+    p.add_argument("--focal", nargs="+", metavar="SCENE=F", default=[],
+                   help="with --real: that scene's true focal / long side instead of the database's prior "
+                        "(middlebury: temple=2.4 dino=5.2)")
     p.add_argument("--max-tracks", type=int, nargs="+", default=[1024])
     p.add_argument("--no-ra", action="store_true", help="skip the rotation-averaging baseline")
     p.add_argument("--json", type=Path, help="write the tables here")
@@ -259,7 +271,8 @@ def main(argv=None) -> int:
                 print_table(scene, t)
     if a.real:
         for mt in a.max_tracks:
-            for scene, t in real(model, a.real, a.work, mt, not a.no_ra).items():
+            focal = {k: float(v) for k, v in (x.split("=") for x in a.focal)}
+            for scene, t in real(model, a.real, a.work, mt, not a.no_ra, focal).items():
                 results[f"{scene} max_tracks {mt}"] = t
                 print_table(f"{scene}, max_tracks {mt}", t)
     if a.json:

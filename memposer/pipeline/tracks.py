@@ -7,6 +7,7 @@ starts from, EXIF or ``1.2 * max side``): ``obs[i, j] = cam_from_img(keypoint of
 """
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ class ClusterTracks:
         return self.vis.sum(0)
 
 
-def _read(database_path: Path | str, names: Sequence[str]):
+def _read(database_path: Path | str, names: Sequence[str], focals: Optional[Dict[str, float]] = None):
     db = pycolmap.Database.open(str(database_path))
     try:
         images = {im.name: im for im in db.read_all_images()}
@@ -57,19 +58,27 @@ def _read(database_path: Path | str, names: Sequence[str]):
             a, b = pycolmap.pair_id_to_image_pair(pid)
             if a in ids and b in ids and len(g.inlier_matches):
                 matches.append((ids[a], ids[b], np.asarray(g.inlier_matches, np.int64)))
-        norm = [cameras[images[n].camera_id].cam_from_img(k.astype(np.float64)) if len(k) else np.zeros((0, 2))
-                for n, k in zip(names, kps)]
+        cams = [cameras[images[n].camera_id] for n in names]
+        for i, n in enumerate(names):
+            if focals and n in focals:  # a copy: cameras shared between images keep their own focal
+                cams[i] = copy.copy(cams[i])
+                cams[i].focal_length = float(focals[n])
+        norm = [c.cam_from_img(k.astype(np.float64)) if len(k) else np.zeros((0, 2)) for c, k in zip(cams, kps)]
         exif = np.array([bool(cameras[images[n].camera_id].has_prior_focal_length) for n in names], bool)
     finally:
         db.close()
     return norm, matches, exif
 
 
-def cluster_tracks(database_path: Path | str, names: Sequence[str], conf: Dict | None = None) -> ClusterTracks:
-    """Tracks among ``names`` (see the module docstring); at most ``max_tracks`` of them."""
+def cluster_tracks(database_path: Path | str, names: Sequence[str], conf: Dict | None = None,
+                   focals: Optional[Dict[str, float]] = None) -> ClusterTracks:
+    """Tracks among ``names`` (see the module docstring); at most ``max_tracks`` of them.
+
+    ``focals`` {name: pixels}: normalise those images' keypoints with this focal instead of their
+    database camera's (e.g. a known calibration, to measure what the prior costs)."""
     conf = {**default_conf, **(conf or {})}
     names = list(names)
-    norm, matches, exif = _read(database_path, names)
+    norm, matches, exif = _read(database_path, names, focals)
     offset = np.concatenate([[0], np.cumsum([len(k) for k in norm])])
     if not matches:
         return ClusterTracks(names, np.zeros((len(names), 0, 2), np.float32), np.zeros((len(names), 0), bool), exif)

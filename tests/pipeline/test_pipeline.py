@@ -402,6 +402,17 @@ def test_tracks_from_the_pipeline_database_obey_the_true_geometry(competition, f
                        for i, j in pairs])
     assert len(pairs) >= 5 and true < 1e-2 and wrong > 5 * true, (true, wrong)  # true: 0.004 measured
 
+    # a given focal replaces the prior for those images only (model_eval --focal): same tracks, rescaled points
+    import pycolmap
+    d = pycolmap.Database.open(str(first_run[2] / dataset / "database.db"))
+    cams = {c.camera_id: c for c in d.read_all_cameras()}
+    prior = {im.name: cams[im.camera_id].mean_focal_length() for im in d.read_all_images()}
+    d.close()
+    tr2 = cluster_tracks(first_run[2] / dataset / "database.db", names, {"max_tracks": 300, "per_image": 10},
+                         {names[0]: 2 * prior[names[0]]})
+    assert np.array_equal(tr2.vis, tr.vis)
+    assert np.allclose(tr2.obs[0], tr.obs[0] / 2, atol=1e-6) and np.array_equal(tr2.obs[1:], tr.obs[1:])
+
 
 def test_shipped_model_predicts_from_the_pipeline_database_independent_of_order(competition, first_run):
     """load_predictor on the run's own database: a rotation and finite pose for every image that has
