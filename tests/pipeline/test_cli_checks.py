@@ -71,7 +71,7 @@ def test_competition_root_runs_its_test_split(split, caplog):
 
 
 @pytest.mark.parametrize("argv,expect", [
-    (["--config", "fast"], "no infer preset 'fast' (presets: ['cpu', 'default'])"),
+    (["--config", "fast"], "no infer preset 'fast' (presets: ['cpu', 'cpu_fast', 'default'])"),
     (["pairs.kk=5"], "unknown config key pairs.kk (did you mean pairs.k?); valid keys of pairs:"),
     (["clustering.method=kmeans"], "clustering.method=kmeans is not one of components, louvain, none"),
     (["--dinov2", "/nonexistent/dinov2.pth"], "--dinov2 /nonexistent/dinov2.pth does not exist"),
