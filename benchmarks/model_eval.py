@@ -15,7 +15,9 @@ reprojected exactly: the model's error with matching and intrinsics taken out of
 with probability P.
 Prints, per set, median relative-rotation / translation-direction errors over image pairs (degrees)
 and the share of pairs under 5 / 15 degrees, for: memposer, identity, rotation averaging (the
-classical chain; images its pair graph does not reach keep the identity).
+classical chain; images its pair graph does not reach keep the identity). ``rot_linked_median``: the
+rotation median over the pairs that some chain of images sharing >= 5 tracks links (``linked_share``
+of all pairs); with short tracks the others cannot be related by any method.
 """
 from __future__ import annotations
 
@@ -51,9 +53,28 @@ def pair_errors_deg(R, t, R_gt, t_gt) -> Dict[str, np.ndarray]:
     return out
 
 
+def linked_pairs(vis: np.ndarray, min_common: int = 5) -> np.ndarray:
+    """For the pairs i < j (``relative_errors_deg``'s order): both images in one connected part of the
+    graph whose edges are pairs sharing >= ``min_common`` tracks. No method can relate the others."""
+    from scipy.sparse.csgraph import connected_components  # noqa: PLC0415
+    common = vis.astype(np.int32) @ vis.T.astype(np.int32)
+    _, label = connected_components(common >= min_common, directed=False)
+    i, j = np.triu_indices(len(vis), 1)
+    return label[i] == label[j]
+
+
 def evaluate_scene(model, obs, vis, R_gt, t_gt, ra: bool = True, ra_tracks=None,
                    exif=None) -> Dict[str, Dict[str, np.ndarray]]:
     """``exif`` (N,) bool: which focal priors came from EXIF (for models with ``exif_input``)."""
+    out = evaluate_methods(model, obs, vis, R_gt, t_gt, ra, ra_tracks, exif)
+    linked = linked_pairs(vis if ra_tracks is None else ra_tracks[1])
+    for errs in out.values():
+        errs["rot_linked"] = errs["rot"][linked]
+    return out
+
+
+def evaluate_methods(model, obs, vis, R_gt, t_gt, ra: bool = True, ra_tracks=None,
+                     exif=None) -> Dict[str, Dict[str, np.ndarray]]:
     out = {}
     t0 = time.perf_counter()
     pred = model.predict(torch.from_numpy(obs), torch.from_numpy(vis), exif=exif)
@@ -96,7 +117,7 @@ def summarize(per_scene: List[Dict[str, Dict[str, np.ndarray]]]) -> Dict[str, Di
     table = {}
     for method, d in cat.items():
         row = {}
-        for k in ("rot", "tdir"):
+        for k in ("rot", "tdir", "rot_linked"):
             if k in d:
                 e = np.concatenate(d[k])
                 row[f"{k}_median"] = float(np.median(e))
@@ -107,16 +128,18 @@ def summarize(per_scene: List[Dict[str, Dict[str, np.ndarray]]]) -> Dict[str, Di
         if "seconds" in d:
             row["seconds_per_scene"] = float(np.mean(np.concatenate(d["seconds"])))
         row["pairs"] = int(sum(len(x) for x in d["rot"]))
+        row["linked_share"] = float(sum(len(x) for x in d["rot_linked"]) / max(row["pairs"], 1))
         table[method] = row
     return table
 
 
 def print_table(title: str, table: Dict[str, Dict[str, float]]) -> None:
     print(f"\n{title}")
-    cols = ["rot_median", "rot_acc5", "rot_acc15", "tdir_median", "tdir_acc5", "pairs"]
-    print(f"{'method':<20}" + "".join(f"{c:>13}" for c in cols))
+    cols = ["rot_median", "rot_acc5", "rot_acc15", "tdir_median", "tdir_acc5", "rot_linked_median", "linked_share", "pairs"]
+    w = {c: max(13, len(c) + 2) for c in cols}
+    print(f"{'method':<20}" + "".join(f"{c:>{w[c]}}" for c in cols))
     for method, row in table.items():
-        cells = [f"{row[c]:13.3f}" if c in row and c != "pairs" else f"{row.get(c, '-'):>13}" for c in cols]
+        cells = [f"{row[c]:{w[c]}.3f}" if c in row and c != "pairs" else f"{row.get(c, '-'):>{w[c]}}" for c in cols]
         print(f"{method:<20}" + "".join(cells))
 
 
