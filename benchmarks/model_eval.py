@@ -27,7 +27,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -151,7 +151,7 @@ def synthetic(model, n: int, run: int, conf: dict, ra: bool) -> Dict[str, Dict[s
 
 
 def real(model, split: Path, work: Path, max_tracks: int, ra: bool,
-         focal: Dict[str, float] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
+         focal: Optional[Dict[str, float]] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
     """``focal`` {scene: focal / long side}: normalise that scene's keypoints with it, not the database's prior."""
     from memposer.data.imc import read_poses  # noqa: PLC0415
     from memposer.pipeline.tracks import cluster_tracks  # noqa: PLC0415
