@@ -2,7 +2,8 @@
 # MemPoser training on GPUs, one device call (docs/results.md, "MemPoser: the track model").
 #   RUNS="main"            names of runs; each run NAME reads the overrides in $ARGS_<NAME>
 #   MAXTIME=00:00:08:30    wall-clock limit per run (all runs go in parallel on the machine's GPUs)
-#   RESUME=path            Lightning checkpoint to resume the run "main" from (parts joined first)
+#   RESUME=path            Lightning checkpoint to resume the run "main" from (parts joined first; a
+#                          path.xz is unpacked first: xz -T2 -6 makes a 50 MB checkpoint fit the 64 MiB carry)
 # Usage (repo root): RUNS="main" ARGS_main="trainer.max_steps=40000" OUT=/some/dir bash benchmarks/gpu_train.sh
 # Returns, under $OUT: <run>.safetensors, <run>_metrics.csv, <run>.log, <run>_last.ckpt.part-* (15 MiB parts).
 # CPU dry run: CPU=1 MAXTIME=00:00:00:40 bash benchmarks/gpu_train.sh
@@ -25,6 +26,10 @@ else
 fi
 if [[ -n "${RESUME:-}" && ! -f "$RESUME" ]] && ls "$RESUME".part-* >/dev/null 2>&1; then
   cat "$RESUME".part-* > "$RESUME"
+fi
+if [[ "${RESUME:-}" == *.xz ]]; then  # python's lzma: the GPU image need not have xz
+  python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[1][:-3], 'wb'))" "$RESUME"
+  RESUME=${RESUME%.xz}
 fi
 for name in $RUNS; do
   var="ARGS_$name"; extra=${!var:-}

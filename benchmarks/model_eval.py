@@ -11,6 +11,8 @@ that the database holds are one cluster, its tracks come from the verified match
 ``--reference MODEL``: a COLMAP model's own tracks (its 3D points' observations, true intrinsics),
 every ``--every``-th image from offset ``run`` (``--runs`` disjoint image sets), observed or
 reprojected exactly: the model's error with matching and intrinsics taken out of the way.
+``--reproject`` (with ``--real``): the same clusters with only the observations that agree with the
+reference poses, and with those moved onto exact reprojections: layout against match noise.
 ``--window P``: synthetic scenes get short, real-like tracks (view windows, memposer.data.tracks)
 with probability P.
 Prints, per set, median relative-rotation / translation-direction errors over image pairs (degrees)
@@ -151,8 +153,10 @@ def synthetic(model, n: int, run: int, conf: dict, ra: bool) -> Dict[str, Dict[s
 
 
 def real(model, split: Path, work: Path, max_tracks: int, ra: bool,
-         focal: Optional[Dict[str, float]] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
-    """``focal`` {scene: focal / long side}: normalise that scene's keypoints with it, not the database's prior."""
+         focal: Optional[Dict[str, float]] = None, reproject: bool = False) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """``focal`` {scene: focal / long side}: normalise that scene's keypoints with it, not the database's prior.
+    ``reproject``: also the ``inliers`` and ``reprojected`` sets of ``reprojected_sets`` (with a
+    wrong focal the triangulation is off too, so give ``focal`` where the database's is a guess)."""
     from memposer.data.imc import read_poses  # noqa: PLC0415
     from memposer.pipeline.tracks import cluster_tracks  # noqa: PLC0415
     import pycolmap  # noqa: PLC0415
@@ -185,9 +189,64 @@ def real(model, split: Path, work: Path, max_tracks: int, ra: bool,
         full = cluster_tracks(db, names, {"max_tracks": 10 ** 6}, f) if ra else None
         R_gt = np.stack([r.R for r in recs])
         t_gt = np.stack([r.t for r in recs])
-        res = evaluate_scene(model, tr.obs, tr.vis, R_gt, t_gt, ra, (full.obs, full.vis) if ra else None, tr.exif)
-        out[f"{ds}/{sc} ({len(names)} images, {tr.obs.shape[1]} tracks)"] = summarize([res])
+        title = f"{ds}/{sc} ({len(names)} images, {tr.obs.shape[1]} tracks)"
+        if not reproject:
+            res = evaluate_scene(model, tr.obs, tr.vis, R_gt, t_gt, ra, (full.obs, full.vis) if ra else None, tr.exif)
+            out[title] = summarize([res])
+            continue
+        for kind, (o, v) in reprojected_sets(tr.obs, tr.vis, R_gt, t_gt).items():
+            # rotation averaging on the same tracks, so both methods see what the network sees
+            out[f"{title}, {kind}"] = summarize([evaluate_scene(model, o, v, R_gt, t_gt, ra, exif=tr.exif)])
     return out
+
+
+def triangulate_known(obs: np.ndarray, vis: np.ndarray, R: np.ndarray, t: np.ndarray, use=None):
+    """Each track's 3D point from known poses (linear least squares on normalised keypoints, over the
+    observations in ``use``, default all of ``vis``).
+
+    Returns ``X`` (P, 3), ``resid`` (N, P) angle in degrees between each observation's ray and the
+    point's direction in that camera (inf where unobserved or behind the camera)."""
+    n, p = vis.shape
+    x = np.where(vis[..., None], obs, 0.0).astype(np.float64)
+    # x * (r3 X + t3) - (r1 X + t1) = 0 and the same for y: two rows per observation
+    A = x[..., :, None] * R[:, None, 2:3, :] - R[:, None, :2, :]            # (N, P, 2, 3)
+    b = t[:, None, :2] - x * t[:, None, 2:3]                                # (N, P, 2)
+    w = vis if use is None else use
+    A, b = A * w[..., None, None], b * w[..., None]
+    AtA = np.einsum("npki,npkj->pij", A, A) + 1e-9 * np.eye(3)
+    X = np.linalg.solve(AtA, np.einsum("npki,npk->pi", A, b)[..., None])[..., 0]
+    Xc = np.einsum("nij,pj->npi", R, X) + t[:, None]                       # (N, P, 3)
+    ray = np.concatenate([x, np.ones((n, p, 1))], -1)
+    cos = (Xc * ray).sum(-1) / (np.linalg.norm(Xc, axis=-1) * np.linalg.norm(ray, axis=-1) + 1e-12)
+    resid = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+    resid = np.where(vis & (Xc[..., 2] > 0), resid, np.inf)
+    return X, np.where(vis, resid, np.inf), Xc
+
+
+def known_pose_inliers(obs, vis, R_gt, t_gt, max_deg: float = 0.5):
+    """(N, P) observations within ``max_deg`` of their track's point triangulated from the known poses
+    (tracks left with fewer than two: none), and the camera coordinates of those points (N, P, 3).
+    With two observations this is only an epipolar check, as two-view verification is."""
+    ok = vis
+    for thr in (30.0, 10.0, 3.0, 1.0, max_deg, max_deg):  # a wrong match pulls the linear point: drop, solve again
+        _, resid, Xc = triangulate_known(obs, vis, R_gt, t_gt, ok)
+        ok = resid < thr
+        ok &= ok.sum(0) >= 2  # one ray fits any point on it
+    return ok, Xc
+
+
+def reprojected_sets(obs, vis, R_gt, t_gt, max_deg: float = 0.5) -> Dict[str, tuple]:
+    """The cluster's tracks three ways, to separate the scene's layout from its match noise:
+    ``observed`` as matched; ``inliers``: the ``known_pose_inliers`` (tracks left with < 2 dropped);
+    ``reprojected``: those inliers moved onto the exact projections of their point."""
+    ok, Xc = known_pose_inliers(obs, vis, R_gt, t_gt, max_deg)
+    keep = ok.sum(0) >= 2
+    ok = ok[:, keep]
+    inl = np.where(ok[..., None], obs[:, keep], 0).astype(np.float32)
+    exact = np.where(ok[..., None], Xc[:, keep, :2] / np.maximum(Xc[:, keep, 2:], 1e-9), 0).astype(np.float32)
+    share = float(ok.sum() / max(vis.sum(), 1))
+    return {"observed": (obs, vis), f"inliers ({share:.0%} of observations)": (inl, ok),
+            "reprojected": (exact, ok)}
 
 
 def reference(model, model_dir: Path, every: int, run: int, max_images: int, max_tracks: int,
@@ -265,6 +324,9 @@ def main(argv=None) -> int:
     p.add_argument("--focal", nargs="+", metavar="SCENE=F", default=[],
                    help="with --real: that scene's true focal / long side instead of the database's prior "
                         "(middlebury: temple=2.4 dino=5.2)")
+    p.add_argument("--reproject", action="store_true",
+                   help="with --real: also each cluster's inlier observations (within 0.5 deg of the point "
+                        "triangulated from the reference poses) and their exact reprojections")
     p.add_argument("--max-tracks", type=int, nargs="+", default=[1024])
     p.add_argument("--no-ra", action="store_true", help="skip the rotation-averaging baseline")
     p.add_argument("--json", type=Path, help="write the tables here")
@@ -295,7 +357,7 @@ def main(argv=None) -> int:
     if a.real:
         for mt in a.max_tracks:
             focal = {k: float(v) for k, v in (x.split("=") for x in a.focal)}
-            for scene, t in real(model, a.real, a.work, mt, not a.no_ra, focal).items():
+            for scene, t in real(model, a.real, a.work, mt, not a.no_ra, focal, a.reproject).items():
                 results[f"{scene} max_tracks {mt}"] = t
                 print_table(f"{scene}, max_tracks {mt}", t)
     if a.json:

@@ -43,7 +43,10 @@ def pair_rotations(obs: np.ndarray, vis: np.ndarray, min_common: int = 12, thres
             if common.sum() < min_common:
                 continue
             p1, p2 = obs[i, common].astype(np.float64), obs[j, common].astype(np.float64)
-            E, inl = cv2.findEssentialMat(p1, p2, np.eye(3), method=cv2.RANSAC, prob=0.999, threshold=threshold)
+            try:
+                E, inl = cv2.findEssentialMat(p1, p2, np.eye(3), method=cv2.RANSAC, prob=0.999, threshold=threshold)
+            except cv2.error:  # OpenCV's five-point solver asserts on some exact, noise-free samples
+                continue
             if E is None or E.shape != (3, 3):
                 continue
             n_inl, R, _, _ = cv2.recoverPose(E, p1, p2, np.eye(3), mask=inl)

@@ -1,9 +1,10 @@
 """Synthetic point-track scenes: the training data of the track MemPoser, nearly free to make.
 
-A scene is random 3D points seen by cameras of one of four layouts (``orbit`` around an object,
+A scene is random 3D points seen by cameras of one of five layouts (``orbit`` around an object,
 ``landmark`` photographed from a wide front sector at mixed distances, ``walk`` along a smooth
 path as a video would, ``handheld``: a video around an object that sweeps back and forth over an
-arc while rising and falling, the object off-centre; off in the default mix). Each point is observed where it projects inside the image and faces the
+arc while rising and falling, the object off-centre; ``turntable``: one or two full, evenly spaced
+turns around an object; the last two off in the default mix). Each point is observed where it projects inside the image and faces the
 camera; observations then get pixel noise, random drops and wrong positions (outlier matches),
 and are normalised by a *prior* focal length that is often wrong, as in the pipeline, where COLMAP
 assumes ``1.2 * max(width, height)`` without EXIF.
@@ -112,6 +113,8 @@ def _cameras(rng: np.random.Generator, layout: str, n: int) -> tuple:
         el = np.deg2rad(rng.uniform(-5, 35, n))
         c = np.stack([r * np.cos(el) * np.cos(az), r * np.cos(el) * np.sin(az), 0.5 + r * np.sin(el) * 0.5], 1)
         target = np.array([0, -0.6, 0.5]) + rng.normal(0, 0.4, (n, 3))
+    elif layout == "turntable":
+        return _turntable_cameras(rng, n)
     elif layout == "handheld":
         return _handheld_cameras(rng, n)
     else:  # walk: a smooth path in a room, looking ahead or to the side
@@ -126,6 +129,22 @@ def _cameras(rng: np.random.Generator, layout: str, n: int) -> tuple:
         w = rng.uniform(-1, 1)
         target = c + 3 * (ahead * (1 - abs(w)) + side * w) + rng.normal(0, 0.2, (n, 3))
     return c, target
+
+
+def _turntable_cameras(rng: np.random.Generator, n: int) -> tuple:
+    """An object turned on a turntable before a fixed camera (middlebury's temple and dino): one or
+    two full turns at fixed elevations, evenly spaced, one distance, every view aimed at the centre.
+    With real, short tracks the ring is linked only through chains of neighbours."""
+    rings = 1 if rng.random() < 0.7 else 2
+    ring = np.sort(rng.integers(rings, size=n))
+    az = np.empty(n)
+    for k in range(rings):
+        m = int((ring == k).sum())
+        az[ring == k] = rng.uniform(0, 2 * np.pi) + 2 * np.pi * (np.arange(m) + rng.normal(0, 0.1, m)) / max(m, 1)
+    el = np.deg2rad(rng.uniform(-10, 50, rings))[ring] + np.deg2rad(rng.normal(0, 0.5, n))
+    r = rng.uniform(2.5, 5.0) * (1 + rng.normal(0, 0.01, n))
+    c = np.stack([r * np.cos(el) * np.cos(az), r * np.cos(el) * np.sin(az), r * np.sin(el)], 1)
+    return c, rng.normal(0, 0.03, (n, 3))
 
 
 def _handheld_cameras(rng: np.random.Generator, n: int) -> tuple:
@@ -185,7 +204,7 @@ def _roll(a: float) -> np.ndarray:
 
 def _try_scene(rng: np.random.Generator, conf: dict, layout: str) -> Optional[Dict[str, np.ndarray]]:
     n = int(rng.integers(conf["cameras"][0], conf["cameras"][1] + 1))
-    make = {"orbit": object_points, "handheld": object_points, "landmark": _facade_points, "walk": _room_points}
+    make = {"orbit": object_points, "handheld": object_points, "turntable": object_points, "landmark": _facade_points, "walk": _room_points}
     pts, normals = make[layout](rng, conf["points"])
     centres, targets = _cameras(rng, layout, n)
     if layout != "walk":

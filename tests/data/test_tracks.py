@@ -156,3 +156,26 @@ def test_global_roll_turns_every_camera_of_a_scene_alike_and_off_draws_nothing()
     assert mean_up_z(plain) > 0.7 and mean_up_z(rolled) < 0.6, (mean_up_z(plain), mean_up_z(rolled))
     for s in rolled:  # still exact geometry
         assert np.median(_epipolar_residuals(s)) < 1e-5
+
+
+def test_turntable_scenes_are_full_even_rings_aimed_at_the_object():
+    conf = {**CLEAN, "layouts": {"turntable": 1.0}, "cameras": [36, 36], "roll_flip": 0.0, "drop": [0.0, 0.0],
+            "min_obs_per_camera": 1}
+    for k in range(4):
+        s = sample_scene(np.random.default_rng(k), conf)
+        R, t = s["R"].astype(float), s["t"].astype(float)
+        c = camera_center(R, t)
+        r = np.linalg.norm(c, axis=1)
+        assert np.ptp(r) / r.mean() < 0.1  # one distance
+        axis_miss = np.linalg.norm(np.cross(R[:, 2], -c), axis=1) / r  # sin(angle between axis and centre)
+        assert axis_miss.max() < 0.1
+        el = np.degrees(np.arcsin(c[:, 2] / r))
+        order = np.argsort(el)
+        ring = np.zeros(len(el), int)
+        ring[order] = np.cumsum(np.r_[0, np.diff(el[order]) > 3])  # rings: elevations apart by > 3 degrees
+        assert ring.max() <= 1
+        for k in range(ring.max() + 1):  # each ring a full, even turn
+            az = np.sort(np.arctan2(c[ring == k, 1], c[ring == k, 0]))
+            gaps = np.diff(np.r_[az, az[0] + 2 * np.pi])
+            assert gaps.max() < 2 * 2 * np.pi / len(az), np.degrees(gaps.max())
+        assert np.median(_epipolar_residuals(s)) < 1e-5
