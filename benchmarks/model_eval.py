@@ -13,6 +13,7 @@ every ``--every``-th image from offset ``run`` (``--runs`` disjoint image sets),
 reprojected exactly: the model's error with matching and intrinsics taken out of the way.
 ``--reproject`` (with ``--real``): the same clusters with only the observations that agree with the
 reference poses, and with those moved onto exact reprojections: layout against match noise.
+``--upright`` (with ``--real``): also each set with every camera rolled upright about its axis.
 ``--window P``: synthetic scenes get short, real-like tracks (view windows, memposer.data.tracks)
 with probability P.
 Prints, per set, median relative-rotation / translation-direction errors over image pairs (degrees)
@@ -153,10 +154,12 @@ def synthetic(model, n: int, run: int, conf: dict, ra: bool) -> Dict[str, Dict[s
 
 
 def real(model, split: Path, work: Path, max_tracks: int, ra: bool,
-         focal: Optional[Dict[str, float]] = None, reproject: bool = False) -> Dict[str, Dict[str, Dict[str, float]]]:
+         focal: Optional[Dict[str, float]] = None, reproject: bool = False,
+         upright: bool = False) -> Dict[str, Dict[str, Dict[str, float]]]:
     """``focal`` {scene: focal / long side}: normalise that scene's keypoints with it, not the database's prior.
     ``reproject``: also the ``inliers`` and ``reprojected`` sets of ``reprojected_sets`` (with a
-    wrong focal the triangulation is off too, so give ``focal`` where the database's is a guess)."""
+    wrong focal the triangulation is off too, so give ``focal`` where the database's is a guess).
+    ``upright``: every set also with each camera rolled by ``upright_rolls`` (keypoints and poses)."""
     from memposer.data.imc import read_poses  # noqa: PLC0415
     from memposer.pipeline.tracks import cluster_tracks  # noqa: PLC0415
     import pycolmap  # noqa: PLC0415
@@ -190,13 +193,19 @@ def real(model, split: Path, work: Path, max_tracks: int, ra: bool,
         R_gt = np.stack([r.R for r in recs])
         t_gt = np.stack([r.t for r in recs])
         title = f"{ds}/{sc} ({len(names)} images, {tr.obs.shape[1]} tracks)"
-        if not reproject:
+        if not reproject and not upright:
             res = evaluate_scene(model, tr.obs, tr.vis, R_gt, t_gt, ra, (full.obs, full.vis) if ra else None, tr.exif)
             out[title] = summarize([res])
             continue
-        for kind, (o, v) in reprojected_sets(tr.obs, tr.vis, R_gt, t_gt).items():
+        sets = reprojected_sets(tr.obs, tr.vis, R_gt, t_gt) if reproject else {"observed": (tr.obs, tr.vis)}
+        Rz = upright_rolls(R_gt, t_gt) if upright else None
+        for kind, (o, v) in sets.items():
             # rotation averaging on the same tracks, so both methods see what the network sees
             out[f"{title}, {kind}"] = summarize([evaluate_scene(model, o, v, R_gt, t_gt, ra, exif=tr.exif)])
+            if upright:  # a roll about the optical axis turns the normalised keypoints in the image plane
+                o2 = (np.einsum("nij,npj->npi", Rz[:, :2, :2], o) * v[..., None]).astype(np.float32)
+                out[f"{title}, {kind}, upright"] = summarize([evaluate_scene(
+                    model, o2, v, Rz @ R_gt, np.einsum("nij,nj->ni", Rz, t_gt), ra, exif=tr.exif)])
     return out
 
 
@@ -247,6 +256,18 @@ def reprojected_sets(obs, vis, R_gt, t_gt, max_deg: float = 0.5) -> Dict[str, tu
     share = float(ok.sum() / max(vis.sum(), 1))
     return {"observed": (obs, vis), f"inliers ({share:.0%} of observations)": (inl, ok),
             "reprojected": (exact, ok)}
+
+
+def upright_rolls(R_gt: np.ndarray, t_gt: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) rolls about each camera's optical axis that turn the normal of the plane through the
+    camera centres (a turntable's axis) to image-up: the scene as if shot with the camera upright."""
+    c = camera_center(R_gt, t_gt)
+    normal = np.linalg.svd(c - c.mean(0))[2][2]
+    u = np.einsum("nij,j->ni", R_gt, normal)        # the axis in each camera's coordinates
+    a = np.arctan2(-u[:, 0], -u[:, 1])              # the roll that brings it to -y (image up)
+    Rz = np.zeros((len(a), 3, 3))
+    Rz[:, 0, 0], Rz[:, 0, 1], Rz[:, 1, 0], Rz[:, 1, 1], Rz[:, 2, 2] = np.cos(a), -np.sin(a), np.sin(a), np.cos(a), 1
+    return Rz
 
 
 def reference(model, model_dir: Path, every: int, run: int, max_images: int, max_tracks: int,
@@ -327,6 +348,9 @@ def main(argv=None) -> int:
     p.add_argument("--reproject", action="store_true",
                    help="with --real: also each cluster's inlier observations (within 0.5 deg of the point "
                         "triangulated from the reference poses) and their exact reprojections")
+    p.add_argument("--upright", action="store_true",
+                   help="with --real: also every set with each camera rolled about its axis so that the "
+                        "normal of the camera centres' plane (a turntable's axis) is image-up")
     p.add_argument("--max-tracks", type=int, nargs="+", default=[1024])
     p.add_argument("--no-ra", action="store_true", help="skip the rotation-averaging baseline")
     p.add_argument("--json", type=Path, help="write the tables here")
@@ -357,7 +381,7 @@ def main(argv=None) -> int:
     if a.real:
         for mt in a.max_tracks:
             focal = {k: float(v) for k, v in (x.split("=") for x in a.focal)}
-            for scene, t in real(model, a.real, a.work, mt, not a.no_ra, focal, a.reproject).items():
+            for scene, t in real(model, a.real, a.work, mt, not a.no_ra, focal, a.reproject, a.upright).items():
                 results[f"{scene} max_tracks {mt}"] = t
                 print_table(f"{scene}, max_tracks {mt}", t)
     if a.json:

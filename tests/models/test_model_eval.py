@@ -5,9 +5,10 @@ from pathlib import Path
 import numpy as np
 
 from memposer.data.tracks import sample_scene
+from memposer.geometry import camera_center
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from model_eval import known_pose_inliers, reprojected_sets, triangulate_known  # noqa: E402
+from model_eval import known_pose_inliers, reprojected_sets, triangulate_known, upright_rolls  # noqa: E402
 
 
 def _scene(outliers):
@@ -45,3 +46,21 @@ def test_known_pose_inliers_reject_wrong_matches_and_keep_the_right_ones():
     assert f"{v_inl.sum() / vis.sum():.0%}" in kind_inl
     assert np.percentile(np.abs(o_inl[v_inl] - o_ex[v_ex]), 99) < 1e-4  # right ones sit on their reprojections
     assert not o_ex[~v_ex].any()
+
+
+def test_upright_rolls_turn_the_ring_axis_to_image_up_and_keep_the_geometry():
+    conf = {"noise_px": [0.0, 0.0], "outliers": [0.0, 0.0], "exif": 1.0, "exif_noise": 0.0,
+            "layouts": {"turntable": 1.0}, "cameras": [12, 12], "roll_global": 1.0}
+    s = sample_scene(np.random.default_rng(1), conf)
+    R, t = s["R"].astype(float), s["t"].astype(float)
+    Rz = upright_rolls(R, t)
+    R2, t2 = Rz @ R, np.einsum("nij,nj->ni", Rz, t)
+    c = camera_center(R, t)
+    normal = np.linalg.svd(c - c.mean(0))[2][2]
+    u = np.einsum("nij,j->ni", R2, normal)  # the ring's axis in each rolled camera
+    assert np.abs(u[:, 0]).max() < 1e-6 and (u[:, 1] < -0.5).all()  # straight up in every image
+    assert (np.abs(np.einsum("nij,j->ni", R, normal)[:, 0]) > 0.3).any()  # it was not before
+    assert np.allclose(camera_center(R2, t2), camera_center(R, t))
+    obs2 = np.einsum("nij,npj->npi", Rz[:, :2, :2], s["obs"].astype(float)) * s["vis"][..., None]
+    ok, _ = known_pose_inliers(obs2, s["vis"], R2, t2)
+    assert ok.sum() >= 0.99 * s["vis"].sum()  # the rolled keypoints fit the rolled poses
