@@ -351,6 +351,9 @@ def main(argv=None) -> int:
     p.add_argument("--upright", action="store_true",
                    help="with --real: also every set with each camera rolled about its axis so that the "
                         "normal of the camera centres' plane (a turntable's axis) is image-up")
+    p.add_argument("--roll-tta", type=int, default=1, metavar="K",
+                   help="predict under K whole-scene rolls, keep the one the tracks fit best (memposer.models.tta)")
+    p.add_argument("--roll-margin", type=float, default=0.8, help="with --roll-tta: see predict_rolled")
     p.add_argument("--max-tracks", type=int, nargs="+", default=[1024])
     p.add_argument("--no-ra", action="store_true", help="skip the rotation-averaging baseline")
     p.add_argument("--json", type=Path, help="write the tables here")
@@ -359,6 +362,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     from memposer.models.checkpoint import load_checkpoint  # noqa: PLC0415
     model = load_checkpoint(a.checkpoint)
+    if a.roll_tta > 1:
+        from memposer.models.tta import RolledModel  # noqa: PLC0415
+        model = RolledModel(model, a.roll_tta, a.roll_margin)
     results = {}
     conf = {**scene_defaults, "cameras": a.cameras, "tracks": a.tracks, "background": a.background,
             "distance_scale": a.distance_scale, "view_window_p": a.window, "view_window": a.view_window,
