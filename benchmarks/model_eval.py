@@ -14,6 +14,9 @@ reprojected exactly: the model's error with matching and intrinsics taken out of
 ``--reproject`` (with ``--real``): the same clusters with only the observations that agree with the
 reference poses, and with those moved onto exact reprojections: layout against match noise.
 ``--upright`` (with ``--real``): also each set with every camera rolled upright about its axis.
+``--roll-tta K``: predict under K whole-scene rolls and keep the answer that agrees best with the
+two-view rotations (``memposer.models.tta``); with ``--real --turns`` each image's keypoints are first
+turned by the quarter turns the pipeline's upright stage found for it.
 ``--window P``: synthetic scenes get short, real-like tracks (view windows, memposer.data.tracks)
 with probability P.
 Prints, per set, median relative-rotation / translation-direction errors over image pairs (degrees)
@@ -155,11 +158,15 @@ def synthetic(model, n: int, run: int, conf: dict, ra: bool) -> Dict[str, Dict[s
 
 def real(model, split: Path, work: Path, max_tracks: int, ra: bool,
          focal: Optional[Dict[str, float]] = None, reproject: bool = False,
-         upright: bool = False) -> Dict[str, Dict[str, Dict[str, float]]]:
+         upright: bool = False, turns: bool = False, rolls: int = 1,
+         margin: float = 0.8) -> Dict[str, Dict[str, Dict[str, float]]]:
     """``focal`` {scene: focal / long side}: normalise that scene's keypoints with it, not the database's prior.
     ``reproject``: also the ``inliers`` and ``reprojected`` sets of ``reprojected_sets`` (with a
     wrong focal the triangulation is off too, so give ``focal`` where the database's is a guess).
-    ``upright``: every set also with each camera rolled by ``upright_rolls`` (keypoints and poses)."""
+    ``upright``: every set also with each camera rolled by ``upright_rolls`` (keypoints and poses).
+    ``turns``: turn each image's keypoints by the quarter turns its features were extracted in (the
+    pipeline's upright stage, read from ``WORK/<dataset>/features-*.h5``) before the network, with
+    ``rolls`` whole-scene rolls on top (``memposer.models.tta``)."""
     from memposer.data.imc import read_poses  # noqa: PLC0415
     from memposer.pipeline.tracks import cluster_tracks  # noqa: PLC0415
     import pycolmap  # noqa: PLC0415
@@ -189,6 +196,14 @@ def real(model, split: Path, work: Path, max_tracks: int, ra: bool,
                  for im in d.read_all_images() if im.name in names}
             d.close()
         tr = cluster_tracks(db, names, {"max_tracks": max_tracks}, f)
+        if turns:
+            from memposer.models.tta import RolledModel  # noqa: PLC0415
+            from memposer.pipeline.upright import read_turns  # noqa: PLC0415
+            feats = sorted((work / ds).glob("features-*.h5"))
+            k = read_turns(feats[0], names) if feats else np.zeros(len(names), int)
+            print(f"{ds}/{sc}: quarter turns {np.bincount(k % 4, minlength=4).tolist()} from "
+                  f"{feats[0].name if feats else 'nowhere (no features file)'}")
+            model = RolledModel(model, rolls, margin, k)
         full = cluster_tracks(db, names, {"max_tracks": 10 ** 6}, f) if ra else None
         R_gt = np.stack([r.R for r in recs])
         t_gt = np.stack([r.t for r in recs])
@@ -354,6 +369,8 @@ def main(argv=None) -> int:
     p.add_argument("--roll-tta", type=int, default=1, metavar="K",
                    help="predict under K whole-scene rolls, keep the one the tracks fit best (memposer.models.tta)")
     p.add_argument("--roll-margin", type=float, default=0.8, help="with --roll-tta: see predict_rolled")
+    p.add_argument("--turns", action="store_true",
+                   help="with --real: turn each image's keypoints by its upright-stage quarter turns first")
     p.add_argument("--max-tracks", type=int, nargs="+", default=[1024])
     p.add_argument("--no-ra", action="store_true", help="skip the rotation-averaging baseline")
     p.add_argument("--json", type=Path, help="write the tables here")
@@ -387,7 +404,8 @@ def main(argv=None) -> int:
     if a.real:
         for mt in a.max_tracks:
             focal = {k: float(v) for k, v in (x.split("=") for x in a.focal)}
-            for scene, t in real(model, a.real, a.work, mt, not a.no_ra, focal, a.reproject, a.upright).items():
+            for scene, t in real(model, a.real, a.work, mt, not a.no_ra, focal, a.reproject, a.upright, a.turns, a.roll_tta,
+                                   a.roll_margin).items():
                 results[f"{scene} max_tracks {mt}"] = t
                 print_table(f"{scene}, max_tracks {mt}", t)
     if a.json:

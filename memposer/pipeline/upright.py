@@ -60,6 +60,13 @@ def unrotate_points(xy: np.ndarray, k: int, size: Tuple[int, int]) -> np.ndarray
     return rotate_points(xy, (4 - k % 4) % 4, turned_size(size, k))
 
 
+def read_turns(features_path, names: Sequence[str]) -> np.ndarray:
+    """(N,) quarter turns of ``names`` as a features file records them (0 where not recorded)."""
+    import h5py  # noqa: PLC0415
+    with h5py.File(features_path, "r") as f:
+        return np.array([int(f[n].attrs.get("turn", 0)) if n in f else 0 for n in names], int)
+
+
 def canonical_keypoints(feats: dict) -> Tuple[np.ndarray, np.ndarray]:
     """Keypoints and (w, h) in the frame the descriptors were computed in (the image's turn)."""
     k, size = int(feats.get("turn", 0)), tuple(int(s) for s in feats["size"])

@@ -50,3 +50,17 @@ def test_predict_rolled_keeps_the_roll_whose_answer_fits_and_turns_it_back():
     assert int(torch.argmin(out["scores"])) == 3
     plain = predict_rolled(_Oracle(R, t, obs, good=0), torch.from_numpy(obs), torch.from_numpy(vis), rolls=1)
     assert float(plain["roll_deg"]) == 0.0 and np.allclose(plain["R"].numpy(), R, atol=1e-5)
+
+
+def test_turns_bring_turned_views_to_one_orientation_and_back():
+    """Views shot turned (as the upright stage finds them) reach the network in one orientation; its
+    answer comes back in the shot cameras' frames."""
+    obs, vis, R, t = _scene(3)
+    turns = np.array([0, 2, 1, 0, 3, 2, 0, 1])[: len(R)]
+    Rz = np.stack([roll_matrix(np.pi / 2 * k) for k in turns])  # a turn maps (x, y) -> (y, -x): undo it
+    shot_obs = (np.einsum("nij,npj->npi", Rz[:, :2, :2], obs.astype(float)) * vis[..., None]).astype(np.float32)
+    shot_R, shot_t = Rz @ R, np.einsum("nij,nj->ni", Rz, t)
+    oracle = _Oracle(R, t, obs, good=0)
+    out = predict_rolled(oracle, torch.from_numpy(shot_obs), torch.from_numpy(vis), rolls=1, turns=turns)
+    assert np.allclose(out["R"].numpy(), shot_R, atol=1e-5) and np.allclose(out["t"].numpy(), shot_t, atol=1e-5)
+    assert epipolar_score(shot_R, shot_t, shot_obs, vis) < 1e-5  # the shot scene is the same geometry

@@ -103,3 +103,14 @@ def test_turned_images_match_their_neighbours_only_upright(views):
     assert overlap.sum() >= 2, counts
     assert np.all(counts["up"][overlap] >= 0.8 * counts["plain"][overlap]), counts
     assert np.all(counts["off"][overlap] * 3 <= counts["up"][overlap]), counts
+
+
+def test_read_turns_reads_each_images_turn_and_defaults_to_upright(tmp_path):
+    import h5py  # noqa: PLC0415
+
+    from memposer.pipeline.upright import read_turns  # noqa: PLC0415
+    with h5py.File(tmp_path / "features.h5", "w") as f:
+        f.create_group("a.jpg").attrs["turn"] = 2
+        f.create_group("b.jpg")  # written before turns were recorded
+        f.create_group("c.jpg").attrs["turn"] = 3
+    assert read_turns(tmp_path / "features.h5", ["c.jpg", "a.jpg", "b.jpg", "missing.jpg"]).tolist() == [3, 2, 0, 0]
