@@ -180,3 +180,18 @@ def test_exif_flag_starts_as_a_no_op_then_conditions_each_frame():
     assert (on["R"][0, fp] - perm["R"][0]).abs().max() < 1e-4
     one = flagged.predict(b["obs"][0], b["vis"][0], exif=exif[0])
     assert (one["R"] - on["R"][0]).abs().max() < 1e-5
+
+
+def test_turntable_checkpoint_beats_v3_on_rolled_turntables():
+    """memposer-tracks-turntable (stage 6): full rings of views around an object, every camera of a
+    scene rolled alike, as middlebury's temple and dino (docs/results.md, "Temple: its layout")."""
+    from memposer.models.checkpoint import load_checkpoint
+    b = sample_batch(464646, 8, {"cameras": [24, 32], "tracks": 512, "layouts": {"turntable": 1.0},
+                                 "roll_global": 1.0, "exif": 1.0, "focal_range": [1.5, 3.0]})
+    err = {}
+    for name in ("memposer-tracks", "memposer-tracks-turntable"):
+        model = load_checkpoint(REPO / "checkpoints" / f"{name}.safetensors")
+        with torch.no_grad():
+            out = model(b["obs"], b["vis"], b["mask"], exif=b["exif"])
+        err[name] = np.median(relative_errors_deg(out["R"], out["t"], b["R"], b["t"], b["mask"])["rot"])
+    assert err["memposer-tracks-turntable"] < 0.6 * err["memposer-tracks"] and err["memposer-tracks-turntable"] < 25, err

@@ -106,8 +106,6 @@ def test_turned_images_match_their_neighbours_only_upright(views):
 
 
 def test_read_turns_reads_each_images_turn_and_defaults_to_upright(tmp_path):
-    import h5py  # noqa: PLC0415
-
     from memposer.pipeline.upright import read_turns  # noqa: PLC0415
     with h5py.File(tmp_path / "features.h5", "w") as f:
         f.create_group("a.jpg").attrs["turn"] = 2
