@@ -87,7 +87,8 @@ def run_variant(a: argparse.Namespace, name: str) -> dict:
         predictor = baseline_predictor(name.split("-", 1)[1], a.seed, ref)
     elif conf["reconstruction"]["poses"] != "colmap":
         from memposer.pipeline.predict import load_predictor
-        predictor = load_predictor(a.checkpoint, conf["device"])
+        predictor = load_predictor(a.checkpoint, conf["device"], rolls=conf["reconstruction"]["predict_rolls"],
+                                   turns=conf["reconstruction"]["predict_turns"])
     out = a.out / name
     # Variants with the same pairs share feature/match caches: only the first pays for matching.
     work = a.out / ("work-exhaustive" if name == "exhaustive" else "work-baseline" if name == "baseline" else

@@ -113,7 +113,9 @@ def prepare(args: argparse.Namespace, overrides: List[str]):
     if conf["reconstruction"]["poses"] != "colmap":
         from memposer.pipeline.predict import load_predictor  # noqa: PLC0415
         try:
-            predictor = load_predictor(args.checkpoint, conf["device"])
+            r = conf["reconstruction"]
+            predictor = load_predictor(args.checkpoint, conf["device"], rolls=r["predict_rolls"],
+                                       turns=r["predict_turns"])
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise UsageError(f"--checkpoint {args.checkpoint} cannot be loaded ({e}); pass a MemPoser "
                              f"checkpoint, e.g. checkpoints/memposer-tracks.safetensors") from None

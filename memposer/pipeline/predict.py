@@ -23,8 +23,18 @@ log = logging.getLogger(__name__)
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "memposer-tracks.safetensors"
 
 
-def load_predictor(checkpoint: str | Path, device: str = "auto", tracks: Optional[dict] = None) -> Predictor:
-    """MemPoser on each cluster's tracks (:func:`memposer.pipeline.tracks.cluster_tracks`)."""
+def features_file(folder: Path) -> Optional[Path]:
+    """The features cache the pipeline wrote last in a dataset's work folder (None if there is none)."""
+    found = sorted(Path(folder).glob("features-*.h5"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def load_predictor(checkpoint: str | Path, device: str = "auto", tracks: Optional[dict] = None,
+                   rolls: int = 1, turns: bool = False) -> Predictor:
+    """MemPoser on each cluster's tracks (:func:`memposer.pipeline.tracks.cluster_tracks`).
+
+    ``rolls`` > 1 or ``turns``: :func:`memposer.models.tta.predict_rolled`, the turns read from the
+    features file beside the cluster's database (the upright stage's; all 0 when it was off)."""
     import torch  # noqa: PLC0415
 
     from memposer.baselines import identity_poses  # noqa: PLC0415
@@ -38,7 +48,18 @@ def load_predictor(checkpoint: str | Path, device: str = "auto", tracks: Optiona
         tr = cluster_tracks(database_path, names, track_conf)
         if tr.vis.shape[1] == 0:  # no verified match in the cluster: no pose for anyone
             return (*identity_poses(len(names)), np.zeros(len(names)))
-        out = model.predict(torch.from_numpy(tr.obs), torch.from_numpy(tr.vis), exif=torch.from_numpy(tr.exif))
+        obs, vis, exif = torch.from_numpy(tr.obs), torch.from_numpy(tr.vis), torch.from_numpy(tr.exif)
+        if rolls > 1 or turns:
+            from memposer.models.tta import predict_rolled  # noqa: PLC0415
+            from memposer.pipeline.upright import read_turns  # noqa: PLC0415
+            feats = features_file(Path(database_path).parent) if turns else None
+            k = read_turns(feats, names) if feats is not None else None
+            out = predict_rolled(model, obs, vis, exif=exif, rolls=max(rolls, 1), turns=k)
+            log.info("MemPoser under %d rolls%s: kept %.0f deg", rolls,
+                     f", quarter turns {np.bincount(k % 4, minlength=4).tolist()}" if k is not None else "",
+                     float(out["roll_deg"]))
+        else:
+            out = model.predict(obs, vis, exif=exif)
         return tuple(out[k].double().cpu().numpy() for k in ("R", "t", "conf"))
 
     return predict

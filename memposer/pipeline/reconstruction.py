@@ -55,6 +55,11 @@ default_conf = {
     # seeded path: images no model holds get the network's pose in the model's gauge (pipeline/fill.py)
     "fill_unregistered": False,
     "fill": dict(fill.default_conf),
+    # memposer / seeded paths: the network under this many whole-scene rolls, keeping the answer the
+    # two-view rotations agree with; with predict_turns each image's keypoints first turned by the
+    # upright stage's quarter turn (memposer/models/tta.py; docs/results.md, "Temple: its layout")
+    "predict_rolls": 1,
+    "predict_turns": False,
     # models joined on duplicate (symmetric) structure are split, the joining pairs dropped and the
     # cluster mapped again (pipeline/split.py)
     "split": dict(split.default_conf),

@@ -433,3 +433,29 @@ def test_shipped_model_predicts_from_the_pipeline_database_independent_of_order(
     R2, t2 = R2[back], t2[back]
     for a, b in [(0, 1), (1, len(names) - 1), (2, 3)]:
         assert rotation_error(R2[b] @ R2[a].T, R[b] @ R[a].T) < 0.05  # degrees
+
+
+def test_predictor_under_rolls_and_turns_reads_the_runs_features_and_stays_a_pose(competition, first_run):
+    """reconstruction.predict_rolls / predict_turns: the run's features file is found beside its
+    database (upright off here: every turn 0), and the answer is still a rotation per image whose
+    relative rotations do not depend on which of the 4 rolls was kept (they are turned back)."""
+    from memposer.pipeline.predict import DEFAULT_CHECKPOINT, features_file, load_predictor
+    from memposer.pipeline.upright import read_turns
+
+    dataset, gt = _largest_scene(competition)
+    names = sorted(gt)
+    db = first_run[2] / dataset / "database.db"
+    feats = features_file(db.parent)
+    assert feats is not None and read_turns(feats, names).tolist() == [0] * len(names)
+    R, t, conf = load_predictor(DEFAULT_CHECKPOINT, "cpu", rolls=4, turns=True)(names, db)
+    assert R.shape == (len(names), 3, 3) and np.isfinite(t).all()
+    assert np.allclose(R @ R.transpose(0, 2, 1), np.eye(3), atol=1e-5)
+    R0, _, _ = load_predictor(DEFAULT_CHECKPOINT, "cpu")(names, db)
+    # the plain answer is roll 0, one of the candidates: what is kept never agrees worse with the
+    # two-view rotations of the same tracks
+    from memposer.baselines import pair_rotations
+    from memposer.models.tta import rotation_score
+    from memposer.pipeline.tracks import cluster_tracks
+    tr = cluster_tracks(db, names, {"max_tracks": 1024})
+    pairs = pair_rotations(tr.obs, tr.vis)
+    assert len(pairs) >= 3 and rotation_score(R, pairs) <= rotation_score(R0, pairs) + 1e-6
