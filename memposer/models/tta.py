@@ -59,7 +59,8 @@ def rotation_score(R: np.ndarray, pairs) -> float:
 def predict_rolled(model, obs, vis, exif=None, rolls: int = 4, margin: float = 0.8,
                    turns=None) -> Dict[str, torch.Tensor]:
     """``model.predict`` for ``rolls`` whole-scene rolls (0, 360/rolls, ... degrees), each turned back
-    into the input's camera frames; the one with the lowest :func:`epipolar_score` is returned, with
+    into the input's camera frames; the one with the lowest :func:`rotation_score` against the
+    two-view rotations (:func:`epipolar_score` where fewer than 3 pairs have one) is returned, with
     ``roll_deg`` (the roll it came from) and ``scores`` (one per roll). The unrolled answer is kept
     unless another scores below ``margin`` times its score: most scenes are shot upright, and on
     those a lower score elsewhere is mostly chance. ``rolls=1`` is plain predict.
