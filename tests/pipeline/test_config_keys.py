@@ -24,7 +24,7 @@ READERS = {
     ("matching",): ["pipeline/matching.py"],
     ("verification",): ["pipeline/verification.py", "colmap.py"],
     ("clustering",): ["pipeline/clustering.py"],
-    ("reconstruction",): ["pipeline/reconstruction.py", "colmap.py"],
+    ("reconstruction",): ["pipeline/reconstruction.py", "colmap.py", "pipeline/cli.py"],  # cli: the predictor
     ("reconstruction", "seeding"): ["pipeline/seeding.py"],
     ("reconstruction", "fill"): ["pipeline/fill.py"],
     ("reconstruction", "split"): ["pipeline/split.py", "pipeline/reconstruction.py"],
