@@ -40,7 +40,8 @@ import torch
 
 from memposer.baselines import identity_poses, rotation_averaging_poses
 from memposer.data.tracks import default_conf as scene_defaults, sample_scene
-from memposer.geometry import camera_center
+from memposer.geometry import camera_center, roll_matrix
+from memposer.models.tta import roll_keypoints
 from memposer.training.metrics import relative_errors_deg
 
 HELDOUT_KEY = 9_000_017  # neither training (seed, epoch, rank, i) nor validation (7_000_001) uses it
@@ -198,11 +199,12 @@ def real(model, split: Path, work: Path, max_tracks: int, ra: bool,
         tr = cluster_tracks(db, names, {"max_tracks": max_tracks}, f)
         if turns:
             from memposer.models.tta import RolledModel  # noqa: PLC0415
+            from memposer.pipeline.predict import features_file  # noqa: PLC0415
             from memposer.pipeline.upright import read_turns  # noqa: PLC0415
-            feats = sorted((work / ds).glob("features-*.h5"))
-            k = read_turns(feats[0], names) if feats else np.zeros(len(names), int)
+            feats = features_file(work / ds)  # the one the pipeline's predictor reads
+            k = read_turns(feats, names) if feats else np.zeros(len(names), int)
             print(f"{ds}/{sc}: quarter turns {np.bincount(k % 4, minlength=4).tolist()} from "
-                  f"{feats[0].name if feats else 'nowhere (no features file)'}")
+                  f"{feats.name if feats else 'nowhere (no features file)'}")
             model = RolledModel(model, rolls, margin, k)
         full = cluster_tracks(db, names, {"max_tracks": 10 ** 6}, f) if ra else None
         R_gt = np.stack([r.R for r in recs])
@@ -218,7 +220,7 @@ def real(model, split: Path, work: Path, max_tracks: int, ra: bool,
             # rotation averaging on the same tracks, so both methods see what the network sees
             out[f"{title}, {kind}"] = summarize([evaluate_scene(model, o, v, R_gt, t_gt, ra, exif=tr.exif)])
             if upright:  # a roll about the optical axis turns the normalised keypoints in the image plane
-                o2 = (np.einsum("nij,npj->npi", Rz[:, :2, :2], o) * v[..., None]).astype(np.float32)
+                o2 = roll_keypoints(o, v, Rz).astype(np.float32)
                 out[f"{title}, {kind}, upright"] = summarize([evaluate_scene(
                     model, o2, v, Rz @ R_gt, np.einsum("nij,nj->ni", Rz, t_gt), ra, exif=tr.exif)])
     return out
@@ -279,10 +281,7 @@ def upright_rolls(R_gt: np.ndarray, t_gt: np.ndarray) -> np.ndarray:
     c = camera_center(R_gt, t_gt)
     normal = np.linalg.svd(c - c.mean(0))[2][2]
     u = np.einsum("nij,j->ni", R_gt, normal)        # the axis in each camera's coordinates
-    a = np.arctan2(-u[:, 0], -u[:, 1])              # the roll that brings it to -y (image up)
-    Rz = np.zeros((len(a), 3, 3))
-    Rz[:, 0, 0], Rz[:, 0, 1], Rz[:, 1, 0], Rz[:, 1, 1], Rz[:, 2, 2] = np.cos(a), -np.sin(a), np.sin(a), np.cos(a), 1
-    return Rz
+    return roll_matrix(np.arctan2(-u[:, 0], -u[:, 1]))  # the roll that brings it to -y (image up)
 
 
 def reference(model, model_dir: Path, every: int, run: int, max_images: int, max_tracks: int,

@@ -166,6 +166,15 @@ def random_rotation(rng: np.random.Generator, n: int | None = None) -> np.ndarra
     return R[0] if n is None else R
 
 
+def roll_matrix(angle) -> np.ndarray:
+    """Rotation by ``angle`` radians about the optical (z) axis: (3,3), or (N,3,3) for N angles.
+    On the left of a world-to-camera rotation it rolls the camera; its 2x2 block turns the normalised
+    keypoints the same way."""
+    a = np.asarray(angle, np.float64)
+    c, s, o, z = np.cos(a), np.sin(a), np.ones_like(a), np.zeros_like(a)
+    return np.stack([np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], -2)
+
+
 def look_at(center: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> Tuple[np.ndarray, np.ndarray]:
     """World-to-camera ``(R, t)`` of an OpenCV camera at ``center`` looking at ``target``."""
     z = target - center

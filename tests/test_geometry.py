@@ -76,3 +76,12 @@ def test_look_at_points_camera_at_target():
     p = R @ np.zeros(3) + t
     assert p[2] > 0 and abs(p[0]) < 1e-12 and abs(p[1]) < 1e-12
     assert np.linalg.det(R) == pytest.approx(1.0)
+
+
+def test_roll_matrix_is_a_rotation_about_z_for_one_angle_or_many():
+    from memposer.geometry import roll_matrix
+    a = np.array([0.0, 0.3, np.pi / 2, -2.0])
+    R = roll_matrix(a)
+    assert R.shape == (4, 3, 3) and np.allclose(R, np.stack([roll_matrix(x) for x in a]))
+    assert np.allclose(R @ R.transpose(0, 2, 1), np.eye(3)) and np.allclose(np.linalg.det(R), 1)
+    assert np.allclose(roll_matrix(np.pi / 2) @ [1.0, 0, 0], [0, 1, 0]) and np.allclose(R[:, 2], [0, 0, 1])

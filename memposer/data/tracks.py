@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from memposer.geometry import look_at
+from memposer.geometry import look_at, roll_matrix
 
 default_conf: Dict[str, Any] = {
     "cameras": [6, 24],             # cameras per scene (inclusive range)
@@ -197,11 +197,6 @@ def sample_scene(rng: np.random.Generator, conf: Optional[Dict[str, Any]] = None
     raise RuntimeError(f"could not make a {layout} scene with enough observations (conf {conf})")
 
 
-def _roll(a: float) -> np.ndarray:
-    """A camera's roll by ``a`` radians about its optical axis (applied on the left of world-to-camera)."""
-    return np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-
-
 def _try_scene(rng: np.random.Generator, conf: dict, layout: str) -> Optional[Dict[str, np.ndarray]]:
     n = int(rng.integers(conf["cameras"][0], conf["cameras"][1] + 1))
     make = {"orbit": object_points, "handheld": object_points, "turntable": object_points, "landmark": _facade_points, "walk": _room_points}
@@ -220,12 +215,12 @@ def _try_scene(rng: np.random.Generator, conf: dict, layout: str) -> Optional[Di
     for c, tg in zip(centres, targets):
         R, t = look_at(c, tg)
         roll = rng.uniform(-10, 10) if rng.random() > conf["roll_flip"] else rng.choice([90, 180, -90]) + rng.uniform(-15, 15)
-        Rz = _roll(np.deg2rad(roll))
+        Rz = roll_matrix(np.deg2rad(roll))
         Rs.append(Rz @ R)
         ts.append(Rz @ t)
     R, t = np.stack(Rs), np.stack(ts)
     if conf["roll_global"] > 0 and rng.random() < conf["roll_global"]:  # no draw when off: old seeds stay
-        Rz = _roll(rng.uniform(0, 2 * np.pi))
+        Rz = roll_matrix(rng.uniform(0, 2 * np.pi))
         R, t = Rz @ R, t @ Rz.T
     sizes = _SIZES[rng.integers(len(_SIZES), size=n)].astype(float)  # (N, 2) width, height
     f = sizes.max(1) * rng.uniform(*conf["focal_range"], size=n)

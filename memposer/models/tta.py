@@ -20,11 +20,12 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
+from memposer.geometry import roll_matrix
 
-def roll_matrix(angle: float) -> np.ndarray:
-    """Rotation by ``angle`` (radians) about the optical (z) axis."""
-    c, s = np.cos(angle), np.sin(angle)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+def roll_keypoints(obs: np.ndarray, vis: np.ndarray, Rz: np.ndarray) -> np.ndarray:
+    """Normalised keypoints (N,P,2) as seen by cameras rolled by ``Rz`` (N,3,3); unobserved stay 0."""
+    return np.einsum("nij,npj->npi", Rz[:, :2, :2], obs) * vis[..., None]
 
 
 def epipolar_score(R: np.ndarray, t: np.ndarray, obs: np.ndarray, vis: np.ndarray) -> float:
@@ -79,8 +80,8 @@ def predict_rolled(model, obs, vis, exif=None, rolls: int = 4, margin: float = 0
     best: Optional[Dict[str, torch.Tensor]] = None
     scores = []
     for k in range(rolls):
-        Rz = np.stack([roll_matrix(a) for a in base + 2 * np.pi * k / rolls])      # (N,3,3)
-        rolled = torch.from_numpy(np.einsum("nij,npj->npi", Rz[:, :2, :2], obs_np) * vis_np[..., None])
+        Rz = roll_matrix(base + 2 * np.pi * k / rolls)                             # (N,3,3)
+        rolled = torch.from_numpy(roll_keypoints(obs_np, vis_np, Rz))
         out = model.predict(rolled.to(obs_t.dtype), vis_t, exif=exif)
         # the network's cameras are Rz x ours: R = Rz^T R', t = Rz^T t'
         R = np.transpose(Rz, (0, 2, 1)) @ out["R"].double().cpu().numpy()

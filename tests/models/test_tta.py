@@ -3,7 +3,8 @@ import numpy as np
 import torch
 
 from memposer.data.tracks import sample_scene
-from memposer.models.tta import epipolar_score, predict_rolled, roll_matrix
+from memposer.geometry import roll_matrix
+from memposer.models.tta import epipolar_score, predict_rolled
 
 CLEAN = {"noise_px": [0.0, 0.0], "outliers": [0.0, 0.0], "exif": 1.0, "exif_noise": 0.0, "cameras": [8, 8]}
 
