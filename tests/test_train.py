@@ -175,8 +175,29 @@ def test_every_training_config_with_a_shipped_init_loads_it(path):
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("train*_gpu.yaml")), ids=lambda p: p.name)
 def test_every_gpu_recipe_validates_and_saves_its_last_steps(path):
     """The last checkpoint is written at validation: a max_steps that the validation interval does not
-    divide loses the steps after the last validation (stage 6's first run kept step 1000 of 1400)."""
+    divide loses the steps after the last validation (stage 6's first run kept step 1000 of 1400), and
+    the interval must count global steps, not steps within an epoch (checked by running it below)."""
     from memposer.training.config import load_config  # noqa: PLC0415
 
     t = load_config(path)["trainer"]
     assert t["max_steps"] % t["val_check_interval"] == 0, (t["max_steps"], t["val_check_interval"])
+    assert t["check_val_every_n_epoch"] is None, "val_check_interval would count steps within an epoch"
+
+
+def test_validation_interval_across_epochs_saves_the_last_step(tmp_path):
+    """The GPU recipes' validation schedule, scaled down: epochs of 3 steps, validation every 2 steps,
+    4 steps. Counted within an epoch (Lightning's default) the last validation is at step 2 and the
+    saved checkpoint loses steps 3-4, as stage 7's first call lost steps 801-1600 of 1600."""
+    from memposer.training.config import load_config  # noqa: PLC0415
+
+    every = load_config(REPO / "configs" / "train_gpu.yaml")["trainer"]["check_val_every_n_epoch"]
+    ck = tmp_path / "ck"
+    r = train(*common(tmp_path), f"checkpoint.dirpath={ck}", "data.steps_per_epoch=3",
+              "trainer.num_sanity_val_steps=0", "trainer.val_check_interval=2", "trainer.max_steps=4",
+              f"trainer.check_val_every_n_epoch={'null' if every is None else every}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert torch.load(ck / "last.ckpt", weights_only=True)["global_step"] == 4
+    import csv  # noqa: PLC0415
+
+    rows = list(csv.DictReader(open(next((tmp_path / "csv").glob("version_*/metrics.csv")))))
+    assert sorted({int(r["step"]) for r in rows if r.get("val/rot_err_median")}) == [1, 3]  # steps 2 and 4

@@ -1,4 +1,5 @@
-"""Training callbacks: frames/s throughput, and a parameter checksum to check DDP replicas agree."""
+"""Training callbacks: the resumable last checkpoint, frames/s throughput, and a parameter checksum
+to check DDP replicas agree."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,28 @@ import pytorch_lightning as pl
 import torch
 
 log = logging.getLogger(__name__)
+
+
+class SaveLast(pl.Callback):
+    """``last.ckpt`` after every validation and when training ends (``max_steps`` or ``max_time``).
+
+    Lightning (2.6) writes ``last.ckpt`` only when a top-k checkpoint is written, i.e. when the
+    monitored metric improved: a run whose final validation was not its best, or that stopped on
+    ``max_time`` between validations, left an older step behind to resume from."""
+
+    def __init__(self, dirpath: str | Path):
+        self.path = Path(dirpath) / "last.ckpt"
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        trainer.save_checkpoint(str(self.path))  # every rank calls it; rank 0 writes
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
 
 
 class Throughput(pl.Callback):

@@ -13,7 +13,7 @@ from memposer.models.attention import set_backend
 from memposer.models.checkpoint import load_checkpoint, save_checkpoint
 from memposer.config import merge_strict
 from memposer.models.mempose import MemPoser
-from memposer.training.callbacks import ParamChecksum, Throughput
+from memposer.training.callbacks import ParamChecksum, SaveLast, Throughput
 from memposer.training.data import TrackDataModule
 from memposer.training.module import MemPoserModule
 
@@ -67,10 +67,12 @@ def main(conf: Dict[str, Any]) -> Dict[str, float]:
         init_weights(module.model, conf["init_from"])
     out = Path(conf["output_dir"])
     ck = conf["checkpoint"]
-    ckpt_cb = ModelCheckpoint(dirpath=ck.get("dirpath") or str(out / "checkpoints"), monitor=ck.get("monitor"),
-                              mode=ck.get("mode", "min"), save_last=ck.get("save_last", True),
-                              filename="step{step}", auto_insert_metric_name=False)
+    ck_dir = ck.get("dirpath") or str(out / "checkpoints")
+    ckpt_cb = ModelCheckpoint(dirpath=ck_dir, monitor=ck.get("monitor"), mode=ck.get("mode", "min"),
+                              save_last=False, filename="step{step}", auto_insert_metric_name=False)
     callbacks = [ckpt_cb, Throughput(conf["debug"].get("throughput_warmup", 20), str(out / "throughput.json"))]
+    if ck.get("save_last", True):
+        callbacks.append(SaveLast(ck_dir))
     logger = make_logger(conf)
     if logger:
         callbacks.append(LearningRateMonitor("step"))
