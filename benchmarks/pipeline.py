@@ -47,7 +47,9 @@ VARIANTS = {
     "rerank5-min15": ["pairs.k=5", "pairs.rerank=mutual", "pairs.rerank_min=15"],
     "rerank6-min15": ["pairs.k=6", "pairs.rerank=mutual", "pairs.rerank_min=15"],
     "reattach": ["clustering.reattach=30"],  # left-out images join their clear best cluster
-    "global": ["reconstruction.mapper=global"],  # GLOMAP-style global SfM instead of incremental
+    "global": ["reconstruction.mapper=global"],  # GLOMAP-style global SfM (refined as a seed) instead of incremental
+    "global-raw": ["reconstruction.mapper=global", "reconstruction.global_refine=false"],  # without the refinement
+    "best": ["reconstruction.mapper=best"],  # both mappers, the better largest model kept
     # clusters one after another (COLMAP gets every core) or one process per core
     "serial": ["reconstruction.workers=1"],
     "parallel": ["reconstruction.workers=0"],

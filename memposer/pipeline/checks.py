@@ -23,7 +23,7 @@ CHOICES = {  # settings with a fixed set of values: checked here instead of fail
     ("pairs", "rerank"): ("none", "mutual"),
     ("clustering", "method"): ("components", "louvain", "none"),
     ("reconstruction", "poses"): POSES,
-    ("reconstruction", "mapper"): ("incremental", "global"),
+    ("reconstruction", "mapper"): ("incremental", "global", "best"),
 }
 
 

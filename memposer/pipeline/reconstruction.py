@@ -38,7 +38,11 @@ Predictor = Callable[[List[str], Path], Tuple[np.ndarray, np.ndarray, np.ndarray
 SHARED_WITH_SEEDING = ("seed", "min_num_matches")
 default_conf = {
     "poses": "colmap",  # colmap | memposer | seeded
-    "mapper": "incremental",  # incremental | global
+    # incremental | global | best (both; the better largest model by seeding.better_of: more images
+    # registered, then observations and reprojection error; docs/results.md, "Two mappers")
+    "mapper": "incremental",
+    # global mapper: its models refined as seeds (poses and cameras) by seeding.refine_model
+    "global_refine": True,
     "num_threads": -1,  # 1 makes COLMAP's output reproducible
     "seed": 0,
     "min_num_matches": 15,  # also the seeded path's (seeding reads it from here)
@@ -169,17 +173,53 @@ def reconstruct_cluster(names: Sequence[str], database_path: Path | str, image_d
     if mode == "memposer":
         res = ClusterResult([pred], "memposer", {"registered": float(len(pred))})
         return _with_model_dirs(res, [None] * len(res.models), database_path, out_dir, conf)
-    mapped = colmap.run_mapper(database_path, image_dir, out_dir, names, conf)
-    split_stats: Dict[str, float] = {}
+    mapped, stats = map_cluster(database_path, image_dir, out_dir, names, conf)
     if conf["split"]["enabled"]:
         mapped, split_stats = _split_checked(mapped, database_path, image_dir, out_dir, names, conf)
+        stats.update(split_stats)
     if mode == "seeded" and len(pred) >= 3:
         res, sources = _seeded(database_path, names, pred, mapped, conf, getattr(pred, "conf", {n: 1.0 for n in pred}))
     else:
         models, sources = _disjoint_models(mapped, conf["min_model_size"])
         res = ClusterResult(models, "colmap", {"registered": float(sum(map(len, models)))})
-    res.stats.update(split_stats)
+    res.stats.update(stats)
     return _with_model_dirs(res, sources, database_path, out_dir, conf)
+
+
+def map_cluster(database_path: Path, image_dir: Path, out_dir: Path, names: Sequence[str],
+                conf: dict) -> Tuple[List[pycolmap.Reconstruction], Dict[str, float]]:
+    """The mapper's models for one cluster, largest first, by ``conf["mapper"]``; stats say which won."""
+    if conf["mapper"] != "best":
+        models = colmap.run_mapper(database_path, image_dir, out_dir, names, conf)
+        if conf["mapper"] == "global" and conf["global_refine"]:
+            models = _refined(database_path, models, names, conf)
+        return models, {}
+    inc = colmap.run_mapper(database_path, image_dir, out_dir, names, {**conf, "mapper": "incremental"})
+    # the global mapper has neither a time limit nor the structure-less fallback
+    gconf = {**conf, **colmap.INCREMENTAL_ONLY, "mapper": "global"}
+    glo = colmap.run_mapper(database_path, image_dir, out_dir / "global", names, gconf)
+    if conf["global_refine"]:
+        glo = _refined(database_path, glo, names, conf)
+    # better_of names its first argument "seeded": here that is the global mapper's model
+    won = seeding.better_of(glo[0] if glo else None, inc[0] if inc else None) == "seeded"
+    log.info("mapper best: incremental %s vs global %s images -> %s", [m.num_reg_images() for m in inc],
+             [m.num_reg_images() for m in glo], "global" if won else "incremental")
+    return (glo if won else inc), {"mapper_global": float(won)}
+
+
+def _refined(database_path: Path, models: List[pycolmap.Reconstruction], names: Sequence[str],
+             conf: dict) -> List[pycolmap.Reconstruction]:
+    """Each model refined by ``seeding.refine_model`` on the cluster's images no earlier model holds
+    (the original where refinement keeps nothing), largest first."""
+    sconf = {**conf["seeding"], **{k: conf[k] for k in SHARED_WITH_SEEDING}}
+    out, taken = [], set()
+    for m in models:
+        free = [n for n in names if n not in taken]
+        r = seeding.refine_model(database_path, m, free, sconf)
+        r = r if r is not None and r.num_reg_images() >= min(3, m.num_reg_images()) else m
+        taken |= seeding.registered_names(r)
+        out.append(r)
+    return sorted(out, key=lambda r: -r.num_reg_images())
 
 
 def _split_checked(mapped: List[pycolmap.Reconstruction], database_path: Path, image_dir: Path, out_dir: Path,
@@ -187,7 +227,7 @@ def _split_checked(mapped: List[pycolmap.Reconstruction], database_path: Path, i
     """``split.check_models`` with remapping from a copy of the database without the dropped pairs."""
     def remap(dropped, rnd: int) -> List[pycolmap.Reconstruction]:
         db = colmap.database_without_pairs(database_path, out_dir / f"split{rnd}" / "database.db", dropped)
-        return colmap.run_mapper(db, image_dir, out_dir / f"split{rnd}", names, conf)
+        return map_cluster(db, image_dir, out_dir / f"split{rnd}", names, conf)[0]
 
     return split.check_models(mapped, conf["split"], remap, str(database_path))
 

@@ -159,6 +159,22 @@ def _register_missing(mapper: pycolmap.IncrementalMapper, mopts, conf: dict) -> 
     return added
 
 
+def refine_model(database_path: Path | str, model: pycolmap.Reconstruction, all_names: Sequence[str],
+                 conf: Optional[dict] = None) -> Optional[pycolmap.Reconstruction]:
+    """``model``'s poses as the seed of :func:`seed_reconstruction`: tracks triangulated again from the
+    database's matches, bundle-adjusted loose to strict, images of ``all_names`` it does not hold
+    registered from the structure. None if nothing survives.
+
+    The cameras start from the database's priors, not the model's focals: on middlebury, where the
+    prior is 2-4x off, the global mapper's focals made a worse start (docs/results.md, "Two mappers")."""
+    poses = poses_of(model)
+    if len(poses) < 2:
+        return None
+    names = list(poses)
+    return seed_reconstruction(database_path, names, np.stack([poses[n][0] for n in names]),
+                               np.stack([poses[n][1] for n in names]), conf, all_names).reconstruction
+
+
 def reconstruction_poses(rec: pycolmap.Reconstruction) -> Dict[str, tuple]:
     """``{image name: (R, t)}`` world-to-camera for every registered image."""
     return poses_of(rec)

@@ -282,13 +282,17 @@ def test_a_failing_cluster_costs_only_its_own_images(competition, first_run, tmp
     assert res[0] is not None and res[0].models and set(res[0].models[0]) <= set(clusters[0])
 
 
-def test_global_mapper_on_the_pipeline_database(competition, first_run, tmp_path):
-    """``mapper: global`` (in worker processes, each with its own database copy) registers a whole
-    clean cluster with relative rotations within 1 degree of the truth."""
+@pytest.mark.parametrize("mapper", ["global", "best"])
+def test_global_mapper_on_the_pipeline_database(competition, first_run, tmp_path, mapper):
+    """``mapper: global`` (refined as a seed) and ``best`` (both mappers, the better kept), in worker
+    processes each with its own database copy, register a whole clean cluster with relative rotations
+    within 1 degree of the truth."""
     dataset, clusters = _clusters_of(competition, first_run)
     gt = {r.image: r.R for r in read_labels(competition / "train_labels.csv") if r.dataset == dataset}
     res = reconstruct_clusters(clusters, first_run[2] / dataset / "database.db", competition / "train" / dataset,
-                               tmp_path, {"mapper": "global", "num_threads": 1, "workers": 2}, progress=False)
+                               tmp_path, {"mapper": mapper, "num_threads": 1, "workers": 2}, progress=False)
+    if mapper == "best":  # each cluster says which mapper won
+        assert all(r.stats["mapper_global"] in (0.0, 1.0) for r in res if r is not None)
     whole = [m for c, r in zip(clusters, res) if r is not None for m in r.models if sorted(m) == sorted(c)]
     assert whole, [None if r is None else [len(m) for m in r.models] for r in res]
     for m in whole:
