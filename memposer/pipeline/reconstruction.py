@@ -38,9 +38,10 @@ Predictor = Callable[[List[str], Path], Tuple[np.ndarray, np.ndarray, np.ndarray
 SHARED_WITH_SEEDING = ("seed", "min_num_matches")
 default_conf = {
     "poses": "colmap",  # colmap | memposer | seeded
-    # incremental | global | best (both; the better largest model by seeding.better_of: more images
-    # registered, then observations and reprojection error; docs/results.md, "Two mappers")
-    "mapper": "incremental",
+    # incremental | global | best (global, and incremental too where the global model leaves images
+    # out; the better largest model by seeding.better_of: more images registered, then observations
+    # and reprojection error); docs/results.md, "Two mappers"
+    "mapper": "best",
     # global mapper: its models refined as seeds (poses and cameras) by seeding.refine_model
     "global_refine": True,
     "num_threads": -1,  # 1 makes COLMAP's output reproducible
@@ -188,22 +189,27 @@ def reconstruct_cluster(names: Sequence[str], database_path: Path | str, image_d
 
 def map_cluster(database_path: Path, image_dir: Path, out_dir: Path, names: Sequence[str],
                 conf: dict) -> Tuple[List[pycolmap.Reconstruction], Dict[str, float]]:
-    """The mapper's models for one cluster, largest first, by ``conf["mapper"]``; stats say which won."""
-    if conf["mapper"] != "best":
-        models = colmap.run_mapper(database_path, image_dir, out_dir, names, conf)
-        if conf["mapper"] == "global" and conf["global_refine"]:
-            models = _refined(database_path, models, names, conf)
-        return models, {}
-    inc = colmap.run_mapper(database_path, image_dir, out_dir, names, {**conf, "mapper": "incremental"})
-    # the global mapper has neither a time limit nor the structure-less fallback
-    gconf = {**conf, **colmap.INCREMENTAL_ONLY, "mapper": "global"}
-    glo = colmap.run_mapper(database_path, image_dir, out_dir / "global", names, gconf)
+    """The mapper's models for one cluster, largest first, by ``conf["mapper"]``.
+
+    ``best``: the global mapper (refined, ``global_refine``) and, where its largest model leaves
+    images of the cluster out (or it fails), the incremental mapper too; the better largest model
+    by ``seeding.better_of`` is kept. A global model holding every image cannot lose on the first
+    criterion, registered images, so the incremental run is skipped there. Stats say which won."""
+    mapper = conf["mapper"]
+    if mapper == "incremental":
+        return colmap.run_mapper(database_path, image_dir, out_dir, names, conf), {}
+    # the global mapper has neither a time limit nor the structure-less fallback (best: those are the
+    # incremental run's settings; global: checks.check_choices refused them already)
+    glo = colmap.run_mapper(database_path, image_dir, out_dir, names, {**conf, **colmap.INCREMENTAL_ONLY, "mapper": "global"})
     if conf["global_refine"]:
         glo = _refined(database_path, glo, names, conf)
+    if mapper == "global" or (glo and glo[0].num_reg_images() >= len(names)):
+        return glo, {"mapper_global": 1.0} if mapper == "best" else {}
+    inc = colmap.run_mapper(database_path, image_dir, out_dir / "incremental", names, {**conf, "mapper": "incremental"})
     # better_of names its first argument "seeded": here that is the global mapper's model
     won = seeding.better_of(glo[0] if glo else None, inc[0] if inc else None) == "seeded"
-    log.info("mapper best: incremental %s vs global %s images -> %s", [m.num_reg_images() for m in inc],
-             [m.num_reg_images() for m in glo], "global" if won else "incremental")
+    log.info("mapper best: global %s vs incremental %s images -> %s", [m.num_reg_images() for m in glo],
+             [m.num_reg_images() for m in inc], "global" if won else "incremental")
     return (glo if won else inc), {"mapper_global": float(won)}
 
 

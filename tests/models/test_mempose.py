@@ -183,7 +183,7 @@ def test_exif_flag_starts_as_a_no_op_then_conditions_each_frame():
 
 
 def test_turntable_checkpoint_beats_v3_on_rolled_turntables():
-    """memposer-tracks-turntable (stage 6): full rings of views around an object, every camera of a
+    """memposer-tracks-turntable (stages 6-7): full rings of views around an object, every camera of a
     scene rolled alike, as middlebury's temple and dino (docs/results.md, "Temple: its layout")."""
     from memposer.models.checkpoint import load_checkpoint
     b = sample_batch(464646, 8, {"cameras": [24, 32], "tracks": 512, "layouts": {"turntable": 1.0},

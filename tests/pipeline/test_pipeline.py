@@ -282,9 +282,9 @@ def test_a_failing_cluster_costs_only_its_own_images(competition, first_run, tmp
     assert res[0] is not None and res[0].models and set(res[0].models[0]) <= set(clusters[0])
 
 
-@pytest.mark.parametrize("mapper", ["global", "best"])
-def test_global_mapper_on_the_pipeline_database(competition, first_run, tmp_path, mapper):
-    """``mapper: global`` (refined as a seed) and ``best`` (both mappers, the better kept), in worker
+@pytest.mark.parametrize("mapper", ["incremental", "global", "best"])
+def test_every_mapper_on_the_pipeline_database(competition, first_run, tmp_path, mapper):
+    """``mapper: incremental``, ``global`` (refined as a seed) and ``best`` (both, the better kept), in worker
     processes each with its own database copy, register a whole clean cluster with relative rotations
     within 1 degree of the truth."""
     dataset, clusters = _clusters_of(competition, first_run)
