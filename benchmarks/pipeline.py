@@ -31,7 +31,8 @@ VARIANTS = {
     "exhaustive": ["pairs.exhaustive_below=1000000"],
     # the public baseline's recipe (issue 15's yardstick): every pair, no clustering (one mapper per
     # dataset splits the scenes), plain incremental mapping; own caches, so it pays for its matching
-    "baseline": ["pairs.exhaustive_below=1000000", "clustering.method=none", "reconstruction.poses=colmap"],
+    "baseline": ["pairs.exhaustive_below=1000000", "clustering.method=none", "reconstruction.poses=colmap",
+                 "reconstruction.mapper=incremental"],
     # clustering choices (the defaults are picked from these numbers)
     "min_inliers30": ["clustering.min_inliers=30"],
     "louvain": ["clustering.method=louvain"],
@@ -50,6 +51,7 @@ VARIANTS = {
     "global": ["reconstruction.mapper=global"],  # GLOMAP-style global SfM (refined as a seed) instead of incremental
     "global-raw": ["reconstruction.mapper=global", "reconstruction.global_refine=false"],  # without the refinement
     "best": ["reconstruction.mapper=best"],  # both mappers, the better largest model kept
+    "incremental": ["reconstruction.mapper=incremental"],  # the default before session 2026-12-07 #6
     # clusters one after another (COLMAP gets every core) or one process per core
     "serial": ["reconstruction.workers=1"],
     "parallel": ["reconstruction.workers=0"],
