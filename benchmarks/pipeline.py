@@ -61,8 +61,8 @@ VARIANTS = {
     "seeded": ["reconstruction.poses=seeded"],
     "seeded-fill": ["reconstruction.poses=seeded", "reconstruction.fill_unregistered=true"],
     # models joined on duplicate (symmetric) structure split, with and without remapping (pipeline/split.py)
-    "split": ["reconstruction.split.enabled=true"],
-    "split-noremap": ["reconstruction.split.enabled=true", "reconstruction.split.remap=false"],
+    "split": ["reconstruction.split.enabled=true", "reconstruction.mapper=incremental"],
+    "split-noremap": ["reconstruction.split.enabled=true", "reconstruction.split.remap=false", "reconstruction.mapper=incremental"],
     # sequence continuity (videos): consecutive frames are paired too (pipeline/pairs.py)
     "sequence": ["pairs.sequence_window=2"],
     "seeded-sequence": ["reconstruction.poses=seeded", "pairs.sequence_window=2"],

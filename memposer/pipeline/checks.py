@@ -87,6 +87,11 @@ def check_choices(conf: dict) -> None:
             raise UsageError(f"{section}.{key}={value} is not one of {', '.join(allowed)}; "
                              f"set {section}.{key}={allowed[0]} or another of them")
     r = conf["reconstruction"]
+    if r["split"]["enabled"] and r["mapper"] != "incremental":
+        # the check reads the mapper's tracks: on the symmetric tower of tests/pipeline/test_split.py the
+        # refined global model of the join (25 deg off) shows no cut, the incremental one (45 deg) does
+        raise UsageError(f"reconstruction.split.enabled=true works with the incremental mapper only "
+                         f"(reconstruction.mapper={r['mapper']}); set reconstruction.mapper=incremental")
     if r["mapper"] == "global":
         from memposer.colmap import check_global_options  # noqa: PLC0415 (pycolmap import)
 

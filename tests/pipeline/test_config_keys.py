@@ -120,6 +120,10 @@ def test_global_mapper_refuses_incremental_only_settings():
     conf = load_infer_config("cpu", ["reconstruction.mapper=global", "reconstruction.max_runtime_seconds=60"])
     with pytest.raises(checks.UsageError, match="max_runtime_seconds works with the incremental mapper only"):
         checks.check_choices(conf)
+    conf = load_infer_config("cpu", ["reconstruction.split.enabled=true"])  # the default mapper is best
+    with pytest.raises(checks.UsageError, match="split.enabled=true works with the incremental mapper only"):
+        checks.check_choices(conf)
+    checks.check_choices(load_infer_config("cpu", ["reconstruction.split.enabled=true", "reconstruction.mapper=incremental"]))
     conf = load_infer_config("cpu", ["features.extractor=superpoint"])
     with pytest.raises(checks.UsageError, match="features.extractor=superpoint is not one of aliked, disk, sift"):
         checks.check_choices(conf)
