@@ -200,9 +200,15 @@ def map_cluster(database_path: Path, image_dir: Path, out_dir: Path, names: Sequ
         return colmap.run_mapper(database_path, image_dir, out_dir, names, conf), {}
     # the global mapper has neither a time limit nor the structure-less fallback (best: those are the
     # incremental run's settings; global: checks.check_choices refused them already)
-    glo = colmap.run_mapper(database_path, image_dir, out_dir, names, {**conf, **colmap.INCREMENTAL_ONLY, "mapper": "global"})
-    if conf["global_refine"]:
-        glo = _refined(database_path, glo, names, conf)
+    try:
+        glo = colmap.run_mapper(database_path, image_dir, out_dir, names, {**conf, **colmap.INCREMENTAL_ONLY, "mapper": "global"})
+        if conf["global_refine"]:
+            glo = _refined(database_path, glo, names, conf)
+    except Exception as e:  # best: the incremental mapper still maps the cluster
+        if mapper == "global":
+            raise
+        log.warning("global mapper failed on %d images (%s: %s); mapping them incrementally", len(names), type(e).__name__, e)
+        glo = []
     if mapper == "global" or (glo and glo[0].num_reg_images() >= len(names)):
         return glo, {"mapper_global": 1.0} if mapper == "best" else {}
     inc = colmap.run_mapper(database_path, image_dir, out_dir / "incremental", names, {**conf, "mapper": "incremental"})

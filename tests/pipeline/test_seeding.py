@@ -175,3 +175,38 @@ def test_refine_model_from_a_models_poses_with_the_prior_far_off(tmp_path):
     assert rot < 0.2 and centre < 0.01, (rot, centre)
     for cam in refined.cameras.values():
         assert abs(cam.params[0] / f_true - 1) < 0.01, (cam.params[0], f_true)
+
+
+def test_best_mapper_maps_incrementally_where_the_global_mapper_fails(tmp_path, monkeypatch):
+    """``mapper: best`` on pycolmap's synthetic scene: the refined global model holds every image, so
+    it is kept without an incremental run; when the global mapper raises, the incremental mapper
+    still maps the whole cluster (``mapper: global`` alone lets the error through)."""
+    from memposer import colmap
+    from memposer.pipeline import reconstruction as rc
+
+    db_path, names, R, t, _ = _scene(tmp_path, pixel_noise=0.5)
+    conf = {**rc.default_conf, "num_threads": 1, "mapper": "best"}
+    calls = []
+    run = colmap.run_mapper
+
+    def spy(db, image_dir, out, nm, c):
+        calls.append(c["mapper"])
+        return run(db, image_dir, out, nm, c)
+
+    monkeypatch.setattr(colmap, "run_mapper", spy)
+    models, stats = rc.map_cluster(db_path, tmp_path, tmp_path / "a", names, conf)
+    assert calls == ["global"] and stats["mapper_global"] == 1.0 and models[0].num_reg_images() == len(names)
+
+    def failing(db, image_dir, out, nm, c):
+        calls.append(c["mapper"])
+        if c["mapper"] == "global":
+            raise RuntimeError("global mapping failed")
+        return run(db, image_dir, out, nm, c)
+
+    monkeypatch.setattr(colmap, "run_mapper", failing)
+    calls.clear()
+    models, stats = rc.map_cluster(db_path, tmp_path, tmp_path / "b", names, conf)
+    assert calls == ["global", "incremental"] and stats["mapper_global"] == 0.0
+    assert models[0].num_reg_images() == len(names)
+    with pytest.raises(RuntimeError, match="global mapping failed"):
+        rc.map_cluster(db_path, tmp_path, tmp_path / "c", names, {**conf, "mapper": "global"})
