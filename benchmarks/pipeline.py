@@ -50,7 +50,7 @@ VARIANTS = {
     "reattach": ["clustering.reattach=30"],  # left-out images join their clear best cluster
     "global": ["reconstruction.mapper=global"],  # GLOMAP-style global SfM (refined as a seed) instead of incremental
     "global-raw": ["reconstruction.mapper=global", "reconstruction.global_refine=false"],  # without the refinement
-    "best": ["reconstruction.mapper=best"],  # both mappers, the better largest model kept
+    "best": ["reconstruction.mapper=best"],  # the default: global, plus incremental where it leaves images out
     "incremental": ["reconstruction.mapper=incremental"],  # the default before session 2026-12-07 #6
     # clusters one after another (COLMAP gets every core) or one process per core
     "serial": ["reconstruction.workers=1"],

@@ -42,7 +42,7 @@ default_conf = {
     # out; the better largest model by seeding.better_of: more images registered, then observations
     # and reprojection error); docs/results.md, "Two mappers"
     "mapper": "best",
-    # global mapper: its models refined as seeds (poses and cameras) by seeding.refine_model
+    # global mapper: its models' poses refined as seeds by seeding.refine_model (cameras from the priors)
     "global_refine": True,
     "num_threads": -1,  # 1 makes COLMAP's output reproducible
     "seed": 0,
@@ -95,13 +95,17 @@ def _seeded(database_path: Path, names: Sequence[str], pred: Dict[str, Pose], ma
     return res, sources
 
 
+def _seeding_conf(conf: dict) -> dict:
+    """The seeded reconstruction's settings: the ``seeding`` section plus this section's shared keys."""
+    return {**conf["seeding"], **{k: conf[k] for k in SHARED_WITH_SEEDING}}
+
+
 def _seeded_models(database_path: Path, names: Sequence[str], pred: Dict[str, Pose], mapped,
                    conf: dict) -> Tuple[ClusterResult, Sources]:
     seeded_names = [n for n in names if n in pred]
     R = np.stack([pred[n][0] for n in seeded_names])
     t = np.stack([pred[n][1] for n in seeded_names])
-    shared = {k: conf[k] for k in SHARED_WITH_SEEDING}
-    res = seeding.seed_reconstruction(database_path, seeded_names, R, t, {**conf["seeding"], **shared}, all_names=names)
+    res = seeding.seed_reconstruction(database_path, seeded_names, R, t, _seeding_conf(conf), all_names=names)
     stats = {f"seeded_{k}": float(v) for k, v in seeding.reconstruction_quality(res.reconstruction).items()}
     stats.update({f"colmap_{k}": float(v)
                   for k, v in seeding.reconstruction_quality(mapped[0] if mapped else None).items()})
@@ -223,11 +227,10 @@ def _refined(database_path: Path, models: List[pycolmap.Reconstruction], names: 
              conf: dict) -> List[pycolmap.Reconstruction]:
     """Each model refined by ``seeding.refine_model`` on the cluster's images no earlier model holds
     (the original where refinement keeps nothing), largest first."""
-    sconf = {**conf["seeding"], **{k: conf[k] for k in SHARED_WITH_SEEDING}}
     out, taken = [], set()
     for m in models:
         free = [n for n in names if n not in taken]
-        r = seeding.refine_model(database_path, m, free, sconf)
+        r = seeding.refine_model(database_path, m, free, _seeding_conf(conf))
         r = r if r is not None and r.num_reg_images() >= min(3, m.num_reg_images()) else m
         taken |= seeding.registered_names(r)
         out.append(r)

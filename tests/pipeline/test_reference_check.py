@@ -3,10 +3,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pycolmap
 import pytest
 
 from memposer.pipeline import seeding
+from pycolmap_scenes import synthetic_database  # tests/pipeline/pycolmap_scenes.py
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,13 +23,8 @@ def test_a_flipped_reference_pose_is_found_by_its_pairs(tmp_path, check):
     """The true poses agree with every consecutive pair's essential matrix; one image's reference
     turned 180 degrees about its camera's x axis (a flip as beer's reference has) disagrees by ~180
     degrees with exactly its two pairs, and a submission holding the true poses is flagged nowhere."""
-    opts = pycolmap.SyntheticDatasetOptions()
-    opts.num_rigs, opts.num_cameras_per_rig, opts.num_frames_per_rig, opts.num_points3D = 1, 1, 8, 300
     db_path = tmp_path / "scene.db"
-    db = pycolmap.Database.open(str(db_path))
-    pycolmap.set_random_seed(0)
-    truth = pycolmap.synthesize_dataset(opts, db)
-    db.close()
+    truth = synthetic_database(db_path, num_images=8, num_points=300)
     poses = seeding.reconstruction_poses(truth)
     names = sorted(poses)
     ref = {n: poses[n][0] for n in names}

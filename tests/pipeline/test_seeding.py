@@ -5,19 +5,12 @@ import pytest
 
 from memposer import geometry as G
 from memposer.pipeline import seeding
+from pycolmap_scenes import synthetic_database  # tests/pipeline/pycolmap_scenes.py
 
 
 def _scene(tmp_path, num_images=12, pixel_noise=0.0):
-    opts = pycolmap.SyntheticDatasetOptions()
-    opts.num_rigs, opts.num_cameras_per_rig, opts.num_frames_per_rig = 1, 1, num_images
-    opts.num_points3D = 300
     db_path = tmp_path / "scene.db"
-    db = pycolmap.Database.open(str(db_path))
-    pycolmap.set_random_seed(0)
-    truth = pycolmap.synthesize_dataset(opts, db)
-    if pixel_noise:
-        pycolmap.synthesize_noise(pycolmap.SyntheticNoiseOptions(point2D_stddev=pixel_noise), truth, db)
-    db.close()
+    truth = synthetic_database(db_path, num_images, 300, pixel_noise)
     poses = seeding.reconstruction_poses(truth)
     names = sorted(poses)
     R = np.stack([poses[n][0] for n in names])

@@ -6,6 +6,7 @@ import pytest
 
 from memposer import colmap
 from memposer.pipeline import split
+from pycolmap_scenes import synthetic_database  # tests/pipeline/pycolmap_scenes.py
 
 W, H, F = 640, 480, 500.0
 
@@ -162,14 +163,8 @@ def test_mapped_right_scene_is_left_whole(tmp_path):
     the cluster comes out as without it."""
     from memposer.pipeline import reconstruction as rc
 
-    opts = pycolmap.SyntheticDatasetOptions()
-    opts.num_rigs, opts.num_cameras_per_rig, opts.num_frames_per_rig, opts.num_points3D = 1, 1, 15, 400
     db_path = tmp_path / "scene.db"
-    db = pycolmap.Database.open(str(db_path))
-    pycolmap.set_random_seed(0)
-    truth = pycolmap.synthesize_dataset(opts, db)
-    pycolmap.synthesize_noise(pycolmap.SyntheticNoiseOptions(point2D_stddev=0.5), truth, db)
-    db.close()
+    truth = synthetic_database(db_path, num_images=15, num_points=400, pixel_noise=0.5)
     names = sorted(im.name for im in truth.images.values())
     conf = {**rc.default_conf, "num_threads": 1, "workers": 1, "write_models": False, "mapper": "incremental"}
     plain = rc.reconstruct_cluster(names, db_path, tmp_path, tmp_path / "plain", conf)
