@@ -50,7 +50,8 @@ VARIANTS = {
     "reattach": ["clustering.reattach=30"],  # left-out images join their clear best cluster
     "global": ["reconstruction.mapper=global"],  # GLOMAP-style global SfM (refined as a seed) instead of incremental
     "global-raw": ["reconstruction.mapper=global", "reconstruction.global_refine=false"],  # without the refinement
-    "best": ["reconstruction.mapper=best"],  # the default: global, plus incremental where it leaves images out
+    "best": ["reconstruction.mapper=best"],  # the default: both mappers, the better model kept
+    "best-skip": ["reconstruction.mapper=best", "reconstruction.best_skip_complete=true"],  # incremental only where global leaves images out
     "incremental": ["reconstruction.mapper=incremental"],  # the default before session 2026-12-07 #6
     # clusters one after another (COLMAP gets every core) or one process per core
     "serial": ["reconstruction.workers=1"],
@@ -95,8 +96,7 @@ def run_variant(a: argparse.Namespace, name: str) -> dict:
                                    turns=conf["reconstruction"]["predict_turns"])
     out = a.out / name
     # Variants with the same pairs share feature/match caches: only the first pays for matching.
-    work = a.out / ("work-exhaustive" if name == "exhaustive" else "work-baseline" if name == "baseline" else
-                    "work-sequence" if "sequence" in name else "work-shortlist")
+    work = _work_dir(a.out, name)
     t0 = time.perf_counter()
     res = run_pipeline(a.out / "data" / a.split, out / "submission.csv", conf, work, predictor, progress=False)
     wall = time.perf_counter() - t0
@@ -115,6 +115,9 @@ def run_variant(a: argparse.Namespace, name: str) -> dict:
         "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else 0.0,
         "per_dataset": {k: {"score": d.score, "mAA": d.mAA, "clusterness": d.clusterness}
                         for k, d in result.datasets.items()},
+        # per dataset, when and on which worker each cluster was mapped (reconstruction.timeline)
+        "timeline": {k: v.get("timeline", []) for k, v in res.views.items()},
+        "reconstruction_workers": int(conf["reconstruction"]["workers"]) or os.cpu_count() or 1,
     }
 
 
@@ -152,6 +155,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--num-threads", type=int, default=-1)
     p.add_argument("--checkpoint", help="MemPoser checkpoint for the memposer / seeded variants")
     p.add_argument("--dinov2", help="DINOv2 weights (retrieval and the checkpoint's backbone)")
+    p.add_argument("--ceilings", action="store_true",
+                   help="after the variants, each stage's ceiling on this machine (benchmarks/ceilings.py)")
     p.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant, print JSON
     a, a.overrides = p.parse_known_args(argv)
     if a.variant:
@@ -186,7 +191,52 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{name}: score {rows[-1]['score']:.3f} in {rows[-1]['wall_s']:.0f} s", flush=True)
         (a.out / "results.json").write_text(json.dumps(rows, indent=1))  # after each: a timeout keeps the rest
     print(table(rows))
+    if a.ceilings:
+        rates = measure_ceilings(a, rows[0]["variant"])
+        (a.out / "ceilings.json").write_text(json.dumps(rates, indent=1))
+        print(ceiling_table(rows, rates))
     return 0
+
+
+def _work_dir(out: Path, name: str) -> Path:
+    """The caches a variant reads and writes (variants with the same pairs share one)."""
+    return out / ("work-exhaustive" if name == "exhaustive" else "work-baseline" if name == "baseline" else
+                  "work-sequence" if "sequence" in name else "work-shortlist")
+
+
+def measure_ceilings(a: argparse.Namespace, name: str) -> dict:
+    """benchmarks/ceilings.py on ``name``'s caches of its largest dataset, with ``name``'s settings."""
+    work = _work_dir(a.out, name)
+    views = json.loads((work / "views.json").read_text())
+    ds = max(views, key=lambda d: len(views[d]["shortlisted"]))
+    js = a.out / "ceilings-raw.json"
+    subprocess.run([sys.executable, str(Path(__file__).with_name("ceilings.py")), "--work", str(work / ds),
+                    "--images", str(a.out / "data" / a.split / ds), "--config", a.config, "--json", str(js),
+                    *VARIANTS[name], *a.overrides], check=True)
+    return {"dataset": ds, "variant": name, **json.loads(js.read_text())}
+
+
+def ceiling_table(rows: List[dict], rates: dict) -> str:
+    """Per variant and stage: seconds, the ceiling's seconds for the same work, their ratio."""
+    from ceilings import reconstruction_ceiling  # benchmarks/ceilings.py
+
+    per = {"features": ("images", "features_images_per_s"), "retrieval": ("images", "retrieval_images_per_s"),
+           "matching": ("pairs", "matching_pairs_per_s"), "verification": ("pairs", "verification_pairs_per_s")}
+    lines = [f"ceilings: each stage alone on preloaded inputs ({rates['dataset']}, {rates['variant']}'s settings); "
+             "stage s / ceiling s = ratio ('cached': the variant reused another's results)"]
+    for r in rows:
+        cells = []
+        for stage, (count, key) in per.items():
+            rate = rates.get(key)
+            t = r["timings"].get(stage, 0.0)
+            ceil = r[count] / rate if rate else None
+            cells.append(f"{stage} " + ("no ceiling" if ceil is None else "cached" if t < 0.5 * ceil and stage != "retrieval"
+                                          else f"{t:.1f}/{ceil:.1f} = {t / ceil:.1f}x"))
+        ceil = reconstruction_ceiling(r.get("timeline", {}), r.get("reconstruction_workers", 1))
+        t = r["timings"].get("reconstruction", 0.0)
+        cells.append(f"reconstruction {t:.1f}/{ceil:.1f} = {t / max(ceil, 1e-9):.1f}x")
+        lines.append(f"{r['variant']:<14} " + "; ".join(cells))
+    return "\n".join(lines)
 
 
 

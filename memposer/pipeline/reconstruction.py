@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import os
 import tempfile
+import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,12 +39,14 @@ Predictor = Callable[[List[str], Path], Tuple[np.ndarray, np.ndarray, np.ndarray
 SHARED_WITH_SEEDING = ("seed", "min_num_matches")
 default_conf = {
     "poses": "colmap",  # colmap | memposer | seeded
-    # incremental | global | best (global, and incremental too where the global model leaves images
-    # out; the better largest model by seeding.better_of: more images registered, then observations
-    # and reprojection error); docs/results.md, "Two mappers"
+    # incremental | global | best (both, the better largest model by seeding.better_of: more images
+    # registered, then observations and reprojection error); docs/results.md, "Two mappers", "Both mappers"
     "mapper": "best",
     # global mapper: its models' poses refined as seeds by seeding.refine_model (cameras from the priors)
     "global_refine": True,
+    # best: skip the incremental run where the global model registers every image (faster; but a
+    # complete global model can be wrong where the incremental one is right: docs/results.md, "Both mappers")
+    "best_skip_complete": False,
     "num_threads": -1,  # 1 makes COLMAP's output reproducible
     "seed": 0,
     "min_num_matches": 15,  # also the seeded path's (seeding reads it from here)
@@ -81,6 +84,8 @@ class ClusterResult:
     # with write_models: per model, the folder of its COLMAP model (same images and poses); None
     # where writing failed (the poses are kept either way)
     model_dirs: List[Optional[str]] = field(default_factory=list)
+    # when and where it ran: start / end (seconds since the epoch) and the worker's process id
+    timing: Dict[str, float] = field(default_factory=dict)
 
 
 Sources = List[Optional[pycolmap.Reconstruction]]  # per model, the reconstruction it came from
@@ -110,7 +115,9 @@ def _seeded_models(database_path: Path, names: Sequence[str], pred: Dict[str, Po
     stats.update({f"colmap_{k}": float(v)
                   for k, v in seeding.reconstruction_quality(mapped[0] if mapped else None).items()})
     # Each mapper model against the seeded model over its own images: the mapper's split stays.
-    recs, choices = seeding.best_per_model(res.reconstruction, mapped)
+    sc = conf["seeding"]
+    recs, choices = seeding.best_per_model(res.reconstruction, mapped, sc["keep_min_observation_ratio"],
+                                           sc["keep_max_reproj_ratio"])
     stats["seeded_models_kept"] = float(choices.count("seeded"))
     models, sources = _disjoint_models(recs, conf["min_model_size"])
     return ClusterResult(models, "seeded" if "seeded" in choices else "colmap", stats), sources
@@ -195,10 +202,10 @@ def map_cluster(database_path: Path, image_dir: Path, out_dir: Path, names: Sequ
                 conf: dict) -> Tuple[List[pycolmap.Reconstruction], Dict[str, float]]:
     """The mapper's models for one cluster, largest first, by ``conf["mapper"]``.
 
-    ``best``: the global mapper (refined, ``global_refine``) and, where its largest model leaves
-    images of the cluster out (or it fails), the incremental mapper too; the better largest model
-    by ``seeding.better_of`` is kept. A global model holding every image cannot lose on the first
-    criterion, registered images, so the incremental run is skipped there. Stats say which won."""
+    ``best``: the global mapper (refined, ``global_refine``) and the incremental mapper; the better
+    largest model by ``seeding.better_of`` is kept (more images registered, then observations and
+    reprojection error). With ``best_skip_complete`` the incremental run is skipped where the global
+    model registers every image. Stats say which won."""
     mapper = conf["mapper"]
     if mapper == "incremental":
         return colmap.run_mapper(database_path, image_dir, out_dir, names, conf), {}
@@ -213,7 +220,7 @@ def map_cluster(database_path: Path, image_dir: Path, out_dir: Path, names: Sequ
             raise
         log.warning("global mapper failed on %d images (%s: %s); mapping them incrementally", len(names), type(e).__name__, e)
         glo = []
-    if mapper == "global" or (glo and glo[0].num_reg_images() >= len(names)):
+    if mapper == "global" or (conf["best_skip_complete"] and glo and glo[0].num_reg_images() >= len(names)):
         return glo, {"mapper_global": 1.0} if mapper == "best" else {}
     inc = colmap.run_mapper(database_path, image_dir, out_dir / "incremental", names, {**conf, "mapper": "incremental"})
     # better_of names its first argument "seeded": here that is the global mapper's model
@@ -307,7 +314,28 @@ def reconstruct_clusters(clusters: Sequence[Sequence[str]], database_path: Path 
                 log.info("%scluster %d (%d images) -> %s, models of %s images", tag, i, len(clusters[i]),
                          results[i].path, [len(m) for m in results[i].models])
             bar.update()
+    rows = timeline(clusters, results)
+    if rows:
+        longest = max(rows, key=lambda r: r["seconds"])
+        log.info("%sreconstruction: %d clusters in %.1f s on %d workers; longest %.1f s (cluster %d, %d images); "
+                 "%.1f s of mapping in all", tag, len(rows), max(r["end"] for r in rows), workers,
+                 longest["seconds"], longest["cluster"], longest["images"], sum(r["seconds"] for r in rows))
     return results
+
+
+def timeline(clusters: Sequence[Sequence[str]], results: Sequence[Optional[ClusterResult]]) -> List[Dict[str, float]]:
+    """Per reconstructed cluster: index, images, start and end (s from the first start), seconds and
+    worker (0, 1, ... in order of first use); the schedule ``benchmarks/pipeline.py`` draws and
+    compares with its ceiling. Clusters whose reconstruction failed have no row."""
+    done = [(i, r.timing) for i, r in enumerate(results) if r is not None and r.timing]
+    if not done:
+        return []
+    t0 = min(t["start"] for _, t in done)
+    workers: Dict[float, int] = {}
+    for _, t in sorted(done, key=lambda d: d[1]["start"]):
+        workers.setdefault(t["worker"], len(workers))
+    return [{"cluster": i, "images": len(clusters[i]), "start": t["start"] - t0, "end": t["end"] - t0,
+             "seconds": t["end"] - t["start"], "worker": workers[t["worker"]]} for i, t in done]
 
 
 @contextmanager
@@ -349,7 +377,10 @@ def _worker_init(levels: Dict[str, int], glog_level: int, copies) -> None:
 def _guarded(i: int, names: Sequence[str], database_path, image_dir, out_dir, conf: dict,
              pred: Optional[Dict[str, Pose]]) -> Optional[ClusterResult]:
     try:
-        return reconstruct_cluster(names, _worker_database or database_path, image_dir, out_dir, conf, pred=pred)
+        start = time.time()
+        res = reconstruct_cluster(names, _worker_database or database_path, image_dir, out_dir, conf, pred=pred)
+        res.timing = {"start": start, "end": time.time(), "worker": float(os.getpid())}
+        return res
     except Exception as e:  # one cluster must not cost the dataset its other clusters
         log.error("cluster %d (%d images): reconstruction failed (%s: %s); its images become outliers",
                   i, len(names), type(e).__name__, e)

@@ -132,7 +132,9 @@ def run_dataset(dataset: str, image_dir: Path, names: List[str], work: Path, con
              "unreadable": [n for n in names if not status.get(n)],
              # sparse points per cluster in the cluster's frame, for the report's 3D view
              "points": {c: export.sample_points(d, REPORT_POINTS) for c, d in model_dirs.items()},
-             "model_dirs": model_dirs}
+             "model_dirs": model_dirs,
+             # per cluster: when and on which worker it was mapped (benchmarks/pipeline.py draws it)
+             "timeline": reconstruction.timeline(clusters, results)}
     return records, views, paths
 
 

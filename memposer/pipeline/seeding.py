@@ -30,6 +30,12 @@ default_conf = {
     "refine_focal_length": True,
     "num_threads": 1,
     "seed": 0,
+    # A seeded model replaces a mapper model only where it registers more images, or the same images
+    # with at least this share of its observations at no more than this multiple of its reprojection
+    # error: 1.0 / 1.0 means never on a tie it does not win (docs/results.md, "Seeds that never lose";
+    # the looser 0.9 / 1.5 + 0.5 px let a model 92 deg off replace a right one)
+    "keep_min_observation_ratio": 1.0,
+    "keep_max_reproj_ratio": 1.0,
 }
 
 
@@ -204,7 +210,8 @@ def restrict(rec: pycolmap.Reconstruction, names: set) -> pycolmap.Reconstructio
     return out
 
 
-def best_per_model(seeded: Optional[pycolmap.Reconstruction], mapped: Sequence[pycolmap.Reconstruction]
+def best_per_model(seeded: Optional[pycolmap.Reconstruction], mapped: Sequence[pycolmap.Reconstruction],
+                   min_observation_ratio: float = 1.0, max_reproj_ratio: float = 1.0
                    ) -> Tuple[List[pycolmap.Reconstruction], List[str]]:
     """The mapper's models, each replaced by the seeded model restricted to its images where
     :func:`better_of` prefers that; ``(models, "seeded" | "colmap" per model)``, largest first.
@@ -212,17 +219,19 @@ def best_per_model(seeded: Optional[pycolmap.Reconstruction], mapped: Sequence[p
     Like is compared with like: the seeded model competes with each mapper model only over that
     model's images (plus images no mapper model registered, which go to the first model the seed
     wins), so a seeded model spanning two of the mapper's models can never merge them by
-    registering more images than either.
+    registering more images than either. The ratios are :func:`better_of`'s, with no slack: at
+    equal images the seeded model must explain the matches at least as well.
     """
+    keep = dict(min_observation_ratio=min_observation_ratio, max_reproj_ratio=max_reproj_ratio, reproj_slack=0.0)
     if not mapped:
-        return ([seeded], ["seeded"]) if better_of(seeded, None) == "seeded" else ([], [])
+        return ([seeded], ["seeded"]) if better_of(seeded, None, **keep) == "seeded" else ([], [])
     if seeded is None:
         return list(mapped), ["colmap"] * len(mapped)
     free = registered_names(seeded) - set().union(*(registered_names(m) for m in mapped))
     chosen: List[Tuple[pycolmap.Reconstruction, str]] = []
     for m in mapped:
         part = restrict(seeded, registered_names(m) | free)
-        if better_of(part, m) == "seeded":
+        if better_of(part, m, **keep) == "seeded":
             chosen.append((part, "seeded"))
             free -= registered_names(part)
         else:
@@ -232,12 +241,14 @@ def best_per_model(seeded: Optional[pycolmap.Reconstruction], mapped: Sequence[p
 
 
 def better_of(seeded: Optional[pycolmap.Reconstruction], incremental: Optional[pycolmap.Reconstruction],
-              min_observation_ratio: float = 0.9, max_reproj_ratio: float = 1.5) -> str:
+              min_observation_ratio: float = 0.9, max_reproj_ratio: float = 1.5,
+              reproj_slack: float = 0.5) -> str:
     """``"seeded"`` or ``"colmap"``, whichever reconstruction explains the matches better.
 
     More registered images wins. At equal count the seeded one must explain nearly as many
     observations (a wrong but self-consistent model triangulates only a fraction of the tracks)
-    at a comparable reprojection error.
+    at a comparable reprojection error (at most ``max_reproj_ratio`` times the other's, or
+    ``reproj_slack`` pixels more). The defaults are the mapper choice's (``mapper: best``).
     """
     qs, qi = reconstruction_quality(seeded), reconstruction_quality(incremental)
     if qs["registered"] != qi["registered"]:
@@ -245,5 +256,5 @@ def better_of(seeded: Optional[pycolmap.Reconstruction], incremental: Optional[p
     if qs["registered"] == 0:
         return "colmap"
     ok_obs = qs["observations"] >= min_observation_ratio * qi["observations"]
-    ok_err = qs["reproj_error"] <= max(max_reproj_ratio * qi["reproj_error"], qi["reproj_error"] + 0.5)
+    ok_err = qs["reproj_error"] <= max(max_reproj_ratio * qi["reproj_error"], qi["reproj_error"] + reproj_slack)
     return "seeded" if ok_obs and ok_err else "colmap"

@@ -196,7 +196,32 @@ def test_parallel_reconstruction_writes_the_same_file(competition, first_run, tm
         assert res.returncode == 0, res.stderr[-3000:]
         out[workers] = (tmp_path / f"s{workers}.csv").read_bytes()
         assert ("clusters in 2 processes" in res.stderr) == (workers == 2), res.stderr[-3000:]
+        for ds, v in json.loads((work / "views.json").read_text()).items():
+            rows = sorted(v["timeline"], key=lambda r: r["start"])  # when and where each cluster was mapped
+            assert rows and {r["worker"] for r in rows} <= set(range(workers)), (ds, rows)
+            assert all(0 <= r["start"] <= r["end"] and r["images"] >= 2 for r in rows), rows
+            if workers == 1:  # one after another: no two clusters at once
+                assert all(a["end"] <= b["start"] + 1e-6 for a, b in zip(rows, rows[1:])), rows
     assert out[1] == out[2], "workers=2 differs from workers=1"
+
+
+def test_ceilings_on_the_runs_caches(competition, first_run):
+    """benchmarks/ceilings.py measures every stage alone on the run's own caches."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import ceilings  # noqa: PLC0415
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+        sys.modules.pop("ceilings", None)
+    from memposer.pipeline.cli import load_infer_config  # noqa: PLC0415
+
+    work = first_run[2]
+    ds = sorted(json.loads((work / "views.json").read_text()))[0]
+    rates = ceilings.measure(work / ds, competition / "train" / ds, load_infer_config("cpu", ["pairs.k=6"]),
+                             n_images=3, n_pairs=6)
+    assert set(rates) == {"features_images_per_s", "retrieval_images_per_s", "matching_pairs_per_s",
+                          "verification_pairs_per_s"}
+    assert all(np.isfinite(v) and v > 0 for v in rates.values()), rates
 
 
 def test_an_image_with_only_weak_matches_is_reattached_and_registered(competition, first_run, tmp_path):

@@ -171,9 +171,10 @@ def test_refine_model_from_a_models_poses_with_the_prior_far_off(tmp_path):
 
 
 def test_best_mapper_maps_incrementally_where_the_global_mapper_fails(tmp_path, monkeypatch):
-    """``mapper: best`` on pycolmap's synthetic scene: the refined global model holds every image, so
-    it is kept without an incremental run; when the global mapper raises, the incremental mapper
-    still maps the whole cluster (``mapper: global`` alone lets the error through)."""
+    """``mapper: best`` on pycolmap's synthetic scene: both mappers run and a model holding every
+    image is kept (with ``best_skip_complete`` the complete global model is kept without an
+    incremental run); when the global mapper raises, the incremental mapper still maps the whole
+    cluster (``mapper: global`` alone lets the error through)."""
     from memposer import colmap
     from memposer.pipeline import reconstruction as rc
 
@@ -188,6 +189,9 @@ def test_best_mapper_maps_incrementally_where_the_global_mapper_fails(tmp_path, 
 
     monkeypatch.setattr(colmap, "run_mapper", spy)
     models, stats = rc.map_cluster(db_path, tmp_path, tmp_path / "a", names, conf)
+    assert calls == ["global", "incremental"] and models[0].num_reg_images() == len(names)
+    calls.clear()
+    models, stats = rc.map_cluster(db_path, tmp_path, tmp_path / "a2", names, {**conf, "best_skip_complete": True})
     assert calls == ["global"] and stats["mapper_global"] == 1.0 and models[0].num_reg_images() == len(names)
 
     def failing(db, image_dir, out, nm, c):
@@ -203,3 +207,48 @@ def test_best_mapper_maps_incrementally_where_the_global_mapper_fails(tmp_path, 
     assert models[0].num_reg_images() == len(names)
     with pytest.raises(RuntimeError, match="global mapping failed"):
         rc.map_cluster(db_path, tmp_path, tmp_path / "c", names, {**conf, "mapper": "global"})
+
+
+def _without_observations(rec: pycolmap.Reconstruction, share: float, seed: int = 0) -> pycolmap.Reconstruction:
+    """A copy of ``rec`` with ``share`` of its points' observations removed (tracks keep two)."""
+    out = pycolmap.Reconstruction(rec)
+    rng = np.random.default_rng(seed)
+    for pid in list(out.point3D_ids()):
+        track = [(el.image_id, el.point2D_idx) for el in out.point3D(pid).track.elements]
+        for image_id, idx in track[2:]:
+            if rng.random() < share * 1.5:  # tracks lose from their third element on
+                out.delete_observation(image_id, idx)
+    return out
+
+
+def test_seeded_model_replaces_the_mappers_only_where_it_is_no_worse(tmp_path):
+    """The mapper choice (``better_of``'s defaults) takes a model with the same images and 0.9x the
+    observations; the seeded path keeps the mapper's model unless the seed's explains the matches at
+    least as well (on benchmark_cpu a seeded model 92 deg off won a tie by the looser rule)."""
+    *_, truth = _scene(tmp_path, pixel_noise=0.5)
+    thinner = _without_observations(truth, 0.06)
+    q, qt = seeding.reconstruction_quality(thinner), seeding.reconstruction_quality(truth)
+    assert q["registered"] == qt["registered"] and 0.9 <= q["observations"] / qt["observations"] < 0.99
+    assert seeding.better_of(thinner, truth) == "seeded"  # the mapper choice's tolerance
+    assert seeding.best_per_model(thinner, [truth])[1] == ["colmap"]  # the seeded path's: no
+    assert seeding.best_per_model(truth, [thinner])[1] == ["seeded"]  # a seed that explains more wins
+    assert seeding.best_per_model(thinner, [truth], min_observation_ratio=0.9, max_reproj_ratio=1.5)[1] == ["seeded"]
+
+
+def test_best_mapper_keeps_the_incremental_model_where_a_complete_global_one_explains_less(tmp_path, monkeypatch):
+    """A global model holding every image but explaining half the matches (as the wrong global models
+    of benchmark_cpu seed 5001 did: 0.44-0.92 of the scene's spread off, 0.5-0.8x the incremental
+    model's observations) loses to the incremental model; skipping the incremental run where the
+    global model is complete (``best_skip_complete``) keeps the worse one."""
+    from memposer import colmap
+    from memposer.pipeline import reconstruction as rc
+
+    db_path, names, R, t, truth = _scene(tmp_path, pixel_noise=0.5)
+    thin = _without_observations(truth, 0.5)
+    run = colmap.run_mapper
+    monkeypatch.setattr(colmap, "run_mapper", lambda db, d, out, nm, c: [thin] if c["mapper"] == "global" else run(db, d, out, nm, c))
+    conf = {**rc.default_conf, "num_threads": 1, "mapper": "best", "global_refine": False}
+    models, stats = rc.map_cluster(db_path, tmp_path, tmp_path / "a", names, conf)
+    assert stats["mapper_global"] == 0.0 and models[0] is not thin and models[0].num_reg_images() == len(names)
+    models, stats = rc.map_cluster(db_path, tmp_path, tmp_path / "b", names, {**conf, "best_skip_complete": True})
+    assert stats["mapper_global"] == 1.0 and models[0] is thin
