@@ -47,6 +47,7 @@ VARIANTS = {
     "rerank6": ["pairs.k=6", "pairs.rerank=mutual"],
     "rerank5-min15": ["pairs.k=5", "pairs.rerank=mutual", "pairs.rerank_min=15"],
     "rerank6-min15": ["pairs.k=6", "pairs.rerank=mutual", "pairs.rerank_min=15"],
+    "rerank6-min15-skip": ["pairs.k=6", "pairs.rerank=mutual", "pairs.rerank_min=15", "reconstruction.best_skip_complete=true"],
     "reattach": ["clustering.reattach=30"],  # left-out images join their clear best cluster
     "global": ["reconstruction.mapper=global"],  # GLOMAP-style global SfM (refined as a seed) instead of incremental
     "global-raw": ["reconstruction.mapper=global", "reconstruction.global_refine=false"],  # without the refinement
