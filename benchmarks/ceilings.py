@@ -42,6 +42,13 @@ from memposer.pipeline.cli import load_infer_config
 from memposer.pipeline.predict import features_file
 
 
+def _spread(items: Sequence, n: int) -> list:
+    """``n`` of ``items`` evenly spaced (all when fewer): a sample of the whole stage, not its start."""
+    if len(items) <= n:
+        return list(items)
+    return [items[int(i)] for i in np.linspace(0, len(items) - 1, n)]
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -51,16 +58,20 @@ def feature_rate(image_dir: Path, names: Sequence[str], conf: dict, n: int = 32)
     """Images/s of the extractor alone on ``n`` preloaded images (after one warm-up image)."""
     device = F.pick_device(conf["device"])
     imgs = [I.load_image(image_dir / name, {"resize_max": conf["resize_max"], "grayscale": False})
-            for name in names[:n + 1]]
+            for name in _spread(names, n + 1)]
     xs = [I.to_tensor(im).to(device) for im in imgs if im is not None]
     model = F.build_extractor(conf, device)
     workers = int(conf["workers"]) or os.cpu_count() or 1
-    with torch.inference_mode(), F.torch_threads(1 if workers > 1 else None):
-        model({"image": xs[0]})  # warm-up: kernels, allocator
+    def forward(x: torch.Tensor) -> None:
+        with torch.inference_mode():  # thread-local: each pool thread enters it
+            model({"image": x})
+
+    with F.torch_threads(1 if workers > 1 else None):
+        forward(xs[0])  # warm-up: kernels, allocator
         _sync(device)
         t0 = time.perf_counter()
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(lambda x: model({"image": x}), xs[1:]))
+            list(pool.map(forward, xs[1:]))
         _sync(device)
     return (len(xs) - 1) / (time.perf_counter() - t0)
 
@@ -70,7 +81,7 @@ def retrieval_rate(feature_path: Path, names: Sequence[str], conf: dict, n: int 
     if conf["method"] == "dinov2" and conf["weights"]:
         return None
     with F.FeatureCache(feature_path, capacity=0) as cache:
-        descs = [R._l2(cache[name]["descriptors"].astype(np.float32)) for name in names[:n]]
+        descs = [R._l2(cache[name]["descriptors"].astype(np.float32)) for name in _spread(names, n)]
     rng = np.random.default_rng(conf["seed"])
     t0 = time.perf_counter()
     sample = np.concatenate([d[rng.choice(len(d), min(len(d), conf["vlad_sample"]), replace=False)] for d in descs])
@@ -87,7 +98,7 @@ def matching_rate(feature_path: Path, pairs: Sequence[Tuple[str, str]], conf: di
     with F.FeatureCache(feature_path) as cache:
         model = M.build_matcher(conf, device, size, F.extractor_of(cache.f))
         batches = [{"image0": M._stack([cache[a] for a, _ in b], device), "image1": M._stack([cache[b_] for _, b_ in b], device)}
-                   for b in M._batches(list(pairs[:n]), cache, size)]
+                   for b in M._batches(_spread(pairs, n), cache, size)]
     done = sum(len(b["image0"]["keypoints"]) for b in batches[1:])
     with torch.inference_mode():
         model(batches[0])  # warm-up
@@ -102,7 +113,7 @@ def matching_rate(feature_path: Path, pairs: Sequence[Tuple[str, str]], conf: di
 def verification_rate(feature_path: Path, match_path: Path, pairs: Sequence[Tuple[str, str]], conf: dict,
                       n: int = 256) -> float:
     """Pairs/s of RANSAC alone on ``n`` pairs' matches in memory, one thread per core."""
-    pairs = list(pairs[:n])
+    pairs = _spread(pairs, n)
     names = sorted({x for p in pairs for x in p})
     opts = colmap.two_view_options(conf)
     with tempfile.TemporaryDirectory() as tmp, F.FeatureCache(feature_path, capacity=len(names) + 1) as feats, \

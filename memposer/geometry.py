@@ -10,16 +10,22 @@ returns the same type.
 """
 from __future__ import annotations
 
-from typing import Tuple, TypeVar
+import sys
+from typing import TYPE_CHECKING, Tuple, TypeVar
 
 import numpy as np
-import torch
 
-Array = TypeVar("Array", np.ndarray, torch.Tensor)
+if TYPE_CHECKING:
+    import torch
+
+Array = TypeVar("Array", np.ndarray, "torch.Tensor")
 
 
 def _is_torch(x) -> bool:
-    return isinstance(x, torch.Tensor)
+    # torch is not imported here: a tensor exists only where it already is, and the numpy-only
+    # users (the mapping worker processes) would pay ~2 s of start-up each for it
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def _transpose(R: Array) -> Array:
@@ -71,6 +77,7 @@ def rotation_angle(R: Array, degrees: bool = True) -> Array:
     skew = lambda a, b, c, d: R[..., a, b] - R[..., c, d]
     sin2 = [skew(2, 1, 1, 2), skew(0, 2, 2, 0), skew(1, 0, 0, 1)]
     if _is_torch(R):
+        import torch  # noqa: PLC0415  (imported already: the argument is a tensor)
         cos = (R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
         ang = torch.atan2(torch.stack(sin2, -1).norm(dim=-1) / 2, cos)
         return torch.rad2deg(ang) if degrees else ang
@@ -87,6 +94,7 @@ def rotation_error(R1: Array, R2: Array, degrees: bool = True) -> Array:
 def vector_angle(a: Array, b: Array, degrees: bool = True, eps: float = 1e-9) -> Array:
     """Angle between vectors (e.g. translation directions)."""
     if _is_torch(a):
+        import torch  # noqa: PLC0415  (imported already: the argument is a tensor)
         cos = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(eps)
         ang = torch.acos(cos.clamp(-1.0, 1.0))
         return torch.rad2deg(ang) if degrees else ang
@@ -98,6 +106,7 @@ def vector_angle(a: Array, b: Array, degrees: bool = True, eps: float = 1e-9) ->
 def quat_to_R(q: Array) -> Array:
     """Unit quaternion ``(w, x, y, z)`` (normalised here) -> rotation matrix."""
     if _is_torch(q):
+        import torch  # noqa: PLC0415  (imported already: the argument is a tensor)
         q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         w, x, y, z = q.unbind(-1)
         stack = lambda rows: torch.stack([torch.stack(r, -1) for r in rows], -2)  # noqa: E731
@@ -136,13 +145,14 @@ def R_to_quat(R: Array) -> Array:
     q *= np.where(q[:, :1] < 0, -1.0, 1.0)
     q /= np.linalg.norm(q, axis=-1, keepdims=True)
     q = q.reshape(Rn.shape[:-2] + (4,))
-    return torch.as_tensor(q, dtype=R.dtype, device=R.device) if as_torch else q
+    return sys.modules["torch"].as_tensor(q, dtype=R.dtype, device=R.device) if as_torch else q
 
 
 def rot6d_to_R(d6: Array) -> Array:
     """6D encoding -> rotation matrix by Gram-Schmidt; columns of R are (b1, b2, b1 x b2)."""
     a1, a2 = d6[..., 0:3], d6[..., 3:6]
     if _is_torch(d6):
+        import torch  # noqa: PLC0415  (imported already: the argument is a tensor)
         b1 = torch.nn.functional.normalize(a1, dim=-1)
         b2 = torch.nn.functional.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1)
         return torch.stack([b1, b2, torch.cross(b1, b2, dim=-1)], dim=-1)
@@ -155,6 +165,7 @@ def rot6d_to_R(d6: Array) -> Array:
 def R_to_rot6d(R: Array) -> Array:
     """Rotation matrix -> 6D encoding (first two columns)."""
     if _is_torch(R):
+        import torch  # noqa: PLC0415  (imported already: the argument is a tensor)
         return torch.cat([R[..., :, 0], R[..., :, 1]], dim=-1)
     return np.concatenate([R[..., :, 0], R[..., :, 1]], axis=-1)
 

@@ -79,3 +79,16 @@ def test_graph_sees_relative_and_lazy_imports():
 
 def test_no_import_cycles():
     assert cycles(import_graph()) == []
+
+
+def test_mapping_workers_start_without_torch():
+    """Each dataset spawns fresh mapping processes; they import the reconstruction stage and the
+    entry script, and torch's ~2 s import would be paid by each (docs/results.md, "Stage ceilings")."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    code = ("import runpy, sys; import memposer.pipeline.reconstruction, memposer.pipeline.seeding, memposer.pipeline.split; "
+            f"runpy.run_path({str(ROOT / 'infer.py')!r}, run_name='__mp_main__'); "
+            "print(sorted(m for m in ('torch', 'h5py', 'lightning') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
