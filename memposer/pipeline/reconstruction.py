@@ -47,6 +47,10 @@ default_conf = {
     # best: skip the incremental run where the global model registers every image (faster; but a
     # complete global model can be wrong where the incremental one is right: docs/results.md, "Both mappers")
     "best_skip_complete": False,
+    # best: where the two models' cameras disagree with the verified pairs' own geometry by clearly
+    # different amounts (seeding.pair_direction_error over the images both registered: at least
+    # margin_deg and ratio x apart), the one that agrees wins; otherwise seeding.better_of decides
+    "best_pair_check": {"enabled": True, "min_inliers": 30, "cap_deg": 30.0, "margin_deg": 0.5, "ratio": 1.3},
     "num_threads": -1,  # 1 makes COLMAP's output reproducible
     "seed": 0,
     "min_num_matches": 15,  # also the seeded path's (seeding reads it from here)
@@ -223,11 +227,33 @@ def map_cluster(database_path: Path, image_dir: Path, out_dir: Path, names: Sequ
     if mapper == "global" or (conf["best_skip_complete"] and glo and glo[0].num_reg_images() >= len(names)):
         return glo, {"mapper_global": 1.0} if mapper == "best" else {}
     inc = colmap.run_mapper(database_path, image_dir, out_dir / "incremental", names, {**conf, "mapper": "incremental"})
-    # better_of names its first argument "seeded": here that is the global mapper's model
-    won = seeding.better_of(glo[0] if glo else None, inc[0] if inc else None) == "seeded"
-    log.info("mapper best: global %s vs incremental %s images -> %s", [m.num_reg_images() for m in glo],
-             [m.num_reg_images() for m in inc], "global" if won else "incremental")
+    won, why = _global_wins(glo[0] if glo else None, inc[0] if inc else None, database_path, conf)
+    log.info("mapper best: global %s vs incremental %s images -> %s (%s)", [m.num_reg_images() for m in glo],
+             [m.num_reg_images() for m in inc], "global" if won else "incremental", why)
     return (glo if won else inc), {"mapper_global": float(won)}
+
+
+def _global_wins(glo: Optional[pycolmap.Reconstruction], inc: Optional[pycolmap.Reconstruction],
+                 database_path: Path, conf: dict) -> Tuple[bool, str]:
+    """Whether ``mapper: best`` keeps the global model, and why: by the pair check where it is
+    decisive (``best_pair_check``), else by ``seeding.better_of``."""
+    pc = conf["best_pair_check"]
+    if glo is not None and inc is not None and pc["enabled"]:
+        common = seeding.registered_names(glo) & seeding.registered_names(inc)
+        e = [seeding.pair_direction_error(r, database_path, sorted(common), pc["min_inliers"], pc["cap_deg"], conf["seed"])
+             for r in (glo, inc)]
+        if None not in e:
+            lo, hi = sorted(e)
+            why = f"pair directions off by {e[0]:.2f} vs {e[1]:.2f} deg"
+            if hi >= lo + pc["margin_deg"] and hi >= pc["ratio"] * lo:
+                return e[0] < e[1], why
+            why += ", undecided"
+        else:
+            why = "too few pairs to check"
+    else:
+        why = "one model"
+    # better_of names its first argument "seeded": here that is the global mapper's model
+    return seeding.better_of(glo, inc) == "seeded", why + "; by matches explained"
 
 
 def _refined(database_path: Path, models: List[pycolmap.Reconstruction], names: Sequence[str],

@@ -240,6 +240,52 @@ def best_per_model(seeded: Optional[pycolmap.Reconstruction], mapped: Sequence[p
     return [c[0] for c in chosen], [c[1] for c in chosen]
 
 
+def pair_direction_error(rec: pycolmap.Reconstruction, database_path: Path | str, names: Sequence[str],
+                         min_inliers: int = 30, cap_deg: float = 30.0, seed: int = 0) -> Optional[float]:
+    """How far ``rec``'s cameras are from the verified pairs' own geometry: over every pair of
+    ``names`` with ``min_inliers`` verified matches, the angle between the model's relative
+    translation direction and the one of the essential matrix re-estimated from those matches with
+    the model's cameras, capped at ``cap_deg`` (a few pairs on repeated structure must not decide),
+    averaged; None with fewer than 3 such pairs. A model whose centres are wrong while it still
+    explains the matches (a failed translation averaging, a wrong incremental branch) disagrees
+    here with many pairs at once."""
+    reg = {im.name: im for im in rec.images.values() if im.has_pose and im.name in set(names)}
+    opts = pycolmap.RANSACOptions()
+    opts.random_seed = int(seed)
+    db = pycolmap.Database.open(str(database_path))
+    try:
+        ids = {im.name: im.image_id for im in db.read_all_images() if im.name in reg}
+        errs = []
+        order = sorted(reg)
+        for k, a in enumerate(order):
+            for b in order[k + 1:]:
+                ia, ib = ids[a], ids[b]
+                if not db.exists_two_view_geometry(ia, ib):
+                    continue
+                m = db.read_two_view_geometry(ia, ib).inlier_matches
+                if m is None or len(m) < min_inliers:
+                    continue
+                if ia > ib:  # stored once, as (smaller id, larger id)
+                    m = m[:, ::-1]
+                pa = db.read_keypoints(ia)[m[:, 0], :2].astype(np.float64)
+                pb = db.read_keypoints(ib)[m[:, 1], :2].astype(np.float64)
+                est = pycolmap.estimate_essential_matrix(pa, pb, rec.cameras[reg[a].camera_id],
+                                                         rec.cameras[reg[b].camera_id], opts)
+                if est is None:
+                    continue
+                ca, cb = reg[a].cam_from_world(), reg[b].cam_from_world()
+                rel = cb * ca.inverse()  # cam_b from cam_a, as the essential matrix's
+                errs.append(min(cap_deg, _angle(rel.translation, est["cam2_from_cam1"].translation)))
+        return float(np.mean(errs)) if len(errs) >= 3 else None
+    finally:
+        db.close()
+
+
+def _angle(u: np.ndarray, v: np.ndarray) -> float:
+    c = float(np.dot(u, v) / max(np.linalg.norm(u) * np.linalg.norm(v), 1e-12))
+    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+
+
 def better_of(seeded: Optional[pycolmap.Reconstruction], incremental: Optional[pycolmap.Reconstruction],
               min_observation_ratio: float = 0.9, max_reproj_ratio: float = 1.5,
               reproj_slack: float = 0.5) -> str:

@@ -25,9 +25,10 @@ READERS = {
     ("verification",): ["pipeline/verification.py", "colmap.py"],
     ("clustering",): ["pipeline/clustering.py"],
     ("reconstruction",): ["pipeline/reconstruction.py", "colmap.py", "pipeline/cli.py"],  # cli: the predictor
-    ("reconstruction", "seeding"): ["pipeline/seeding.py"],
+    ("reconstruction", "seeding"): ["pipeline/seeding.py", "pipeline/reconstruction.py"],  # reconstruction: keep_*
     ("reconstruction", "fill"): ["pipeline/fill.py"],
     ("reconstruction", "split"): ["pipeline/split.py", "pipeline/reconstruction.py"],
+    ("reconstruction", "best_pair_check"): ["pipeline/reconstruction.py"],
 }
 
 

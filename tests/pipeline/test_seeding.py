@@ -252,3 +252,31 @@ def test_best_mapper_keeps_the_incremental_model_where_a_complete_global_one_exp
     assert stats["mapper_global"] == 0.0 and models[0] is not thin and models[0].num_reg_images() == len(names)
     models, stats = rc.map_cluster(db_path, tmp_path, tmp_path / "b", names, {**conf, "best_skip_complete": True})
     assert stats["mapper_global"] == 1.0 and models[0] is thin
+
+
+def test_pair_check_names_the_model_whose_centres_agree_with_the_pairs(tmp_path):
+    """A model with the true rotations but camera centres moved (what a failed translation averaging
+    leaves) disagrees with the pairs' essential matrices; ``mapper: best`` keeps the true one even
+    where the moved one explains as many matches (here: the same observations), and falls back to
+    ``better_of`` between two models that agree alike."""
+    from memposer.pipeline import reconstruction as rc
+
+    db_path, names, R, t, truth = _scene(tmp_path, pixel_noise=0.5)
+    moved = pycolmap.Reconstruction(truth)
+    rng = np.random.default_rng(0)
+    c = G.camera_center(R, t)
+    extent = np.linalg.norm(c - c.mean(0), axis=1).mean()
+    for im in moved.images.values():
+        pose = im.cam_from_world()
+        centre = -pose.rotation.matrix().T @ pose.translation + rng.normal(size=3) * extent * 0.5
+        im.frame.rig_from_world = pycolmap.Rigid3d(pose.rotation, -pose.rotation.matrix() @ centre)
+    e_true = seeding.pair_direction_error(truth, db_path, names)
+    e_moved = seeding.pair_direction_error(moved, db_path, names)
+    assert e_true < 1.0 and e_moved > 5.0, (e_true, e_moved)
+    conf = {**rc.default_conf, "num_threads": 1}
+    assert rc._global_wins(truth, moved, db_path, conf)[0] is True
+    assert rc._global_wins(moved, truth, db_path, conf)[0] is False
+    won, why = rc._global_wins(truth, pycolmap.Reconstruction(truth), db_path, conf)
+    assert "undecided" in why and won is True  # a tie goes to better_of, which keeps the first
+    off = {**conf, "best_pair_check": {**conf["best_pair_check"], "enabled": False}}
+    assert rc._global_wins(moved, truth, db_path, off)[0] is True  # by matches alone: the same observations
