@@ -94,7 +94,7 @@ def retrieval_rate(feature_path: Path, names: Sequence[str], conf: dict, n: int 
 def matching_rate(feature_path: Path, pairs: Sequence[Tuple[str, str]], conf: dict, n: int = 128) -> float:
     """Pairs/s of LightGlue alone on ``n`` pairs whose features are stacked on the device beforehand."""
     device = F.pick_device(conf["device"])
-    size = (16 if device.type == "cuda" else 1) if conf["batch_size"] == "auto" else int(conf["batch_size"])
+    size = M.batch_size(conf, device)
     with F.FeatureCache(feature_path) as cache:
         model = M.build_matcher(conf, device, size, F.extractor_of(cache.f))
         batches = [{"image0": M._stack([cache[a] for a, _ in b], device), "image1": M._stack([cache[b_] for _, b_ in b], device)}

@@ -75,12 +75,17 @@ def _stack(feats: List[dict], device: torch.device) -> dict:
     return {k: v.to(device) for k, v in out.items()}
 
 
+def batch_size(conf: dict, device: torch.device) -> int:
+    """Pairs per LightGlue forward pass: ``auto`` = 16 on a GPU, 1 (adaptive depth/width) on the CPU."""
+    return (16 if device.type == "cuda" else 1) if conf["batch_size"] == "auto" else int(conf["batch_size"])
+
+
 def match_pairs(pairs: Sequence[Tuple[str, str]], feature_path: Path | str, match_path: Path | str,
                 conf: Optional[dict] = None, progress: bool = True) -> int:
     """Match ``pairs`` of image names into ``match_path``; returns how many were computed (not cached)."""
     conf = {**default_conf, **(conf or {})}
     device = pick_device(conf["device"])
-    size = (16 if device.type == "cuda" else 1) if conf["batch_size"] == "auto" else int(conf["batch_size"])
+    size = batch_size(conf, device)
     with open_cache(Path(match_path)) as out:
         todo = [(a, b) for a, b in pairs if pair_key(a, b) not in out]
         if not todo:

@@ -17,6 +17,7 @@ import numpy as np
 import pycolmap
 
 from memposer.colmap import poses_of
+from memposer.geometry import vector_angle
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +259,7 @@ def pair_direction_error(rec: pycolmap.Reconstruction, database_path: Path | str
     db = pycolmap.Database.open(str(database_path))
     try:
         ids = {im.name: im.image_id for im in db.read_all_images() if im.name in reg}
+        kpts = {n: db.read_keypoints(i)[:, :2].astype(np.float64) for n, i in ids.items()}  # once per image
         errs = []
         order = sorted(reg)
         for k, a in enumerate(order):
@@ -270,23 +272,16 @@ def pair_direction_error(rec: pycolmap.Reconstruction, database_path: Path | str
                     continue
                 if ia > ib:  # stored once, as (smaller id, larger id)
                     m = m[:, ::-1]
-                pa = db.read_keypoints(ia)[m[:, 0], :2].astype(np.float64)
-                pb = db.read_keypoints(ib)[m[:, 1], :2].astype(np.float64)
-                est = pycolmap.estimate_essential_matrix(pa, pb, rec.cameras[reg[a].camera_id],
+                est = pycolmap.estimate_essential_matrix(kpts[a][m[:, 0]], kpts[b][m[:, 1]], rec.cameras[reg[a].camera_id],
                                                          rec.cameras[reg[b].camera_id], opts)
                 if est is None:
                     continue
                 ca, cb = reg[a].cam_from_world(), reg[b].cam_from_world()
                 rel = cb * ca.inverse()  # cam_b from cam_a, as the essential matrix's
-                errs.append(min(cap_deg, _angle(rel.translation, est["cam2_from_cam1"].translation)))
+                errs.append(min(cap_deg, float(vector_angle(rel.translation, est["cam2_from_cam1"].translation))))
         return float(np.mean(errs)) if len(errs) >= 3 else None
     finally:
         db.close()
-
-
-def _angle(u: np.ndarray, v: np.ndarray) -> float:
-    c = float(np.dot(u, v) / max(np.linalg.norm(u) * np.linalg.norm(v), 1e-12))
-    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
 
 
 def better_of(seeded: Optional[pycolmap.Reconstruction], incremental: Optional[pycolmap.Reconstruction],

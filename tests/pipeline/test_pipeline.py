@@ -205,14 +205,11 @@ def test_parallel_reconstruction_writes_the_same_file(competition, first_run, tm
     assert out[1] == out[2], "workers=2 differs from workers=1"
 
 
-def test_ceilings_on_the_runs_caches(competition, first_run):
+def test_ceilings_on_the_runs_caches(competition, first_run, monkeypatch, request):
     """benchmarks/ceilings.py measures every stage alone on the run's own caches."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import ceilings  # noqa: PLC0415
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-        sys.modules.pop("ceilings", None)
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    request.addfinalizer(lambda: sys.modules.pop("ceilings", None))  # benchmarks/ came in as top level
+    import ceilings  # noqa: PLC0415
     from memposer.pipeline.cli import load_infer_config  # noqa: PLC0415
 
     work = first_run[2]
