@@ -81,7 +81,7 @@ def retrieval_rate(feature_path: Path, names: Sequence[str], conf: dict, n: int 
     if conf["method"] == "dinov2" and conf["weights"]:
         return None
     with F.FeatureCache(feature_path, capacity=0) as cache:
-        descs = [R._l2(cache[name]["descriptors"].astype(np.float32)) for name in _spread(names, n)]
+        descs = [R.l2(cache[name]["descriptors"].astype(np.float32)) for name in _spread(names, n)]
     rng = np.random.default_rng(conf["seed"])
     t0 = time.perf_counter()
     sample = np.concatenate([d[rng.choice(len(d), min(len(d), conf["vlad_sample"]), replace=False)] for d in descs])

@@ -26,6 +26,7 @@ from typing import Callable, List, Optional
 # Rendering workers are processes: one BLAS/OpenMP thread each, or 16 workers x 16 threads thrash.
 ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
+PCA_FILE = "retrieval/aliked-synthetic.npz"  # under configs/
 VARIANTS = {
     "shortlist": [],
     "exhaustive": ["pairs.exhaustive_below=1000000"],
@@ -48,6 +49,13 @@ VARIANTS = {
     "rerank5-min15": ["pairs.k=5", "pairs.rerank=mutual", "pairs.rerank_min=15"],
     "rerank6-min15": ["pairs.k=6", "pairs.rerank=mutual", "pairs.rerank_min=15"],
     "rerank6-min15-skip": ["pairs.k=6", "pairs.rerank=mutual", "pairs.rerank_min=15", "reconstruction.best_skip_complete=true"],
+    # retrieval (issue 14, the seed notes' ideas 1-3): a second global descriptor fused in, whitening fitted
+    # on a train split (configs/retrieval/aliked-synthetic.npz), the descriptor graph's spanning tree added
+    "thumb": ["retrieval.fuse=thumb", "retrieval.fuse_weight=0.35"],
+    "pca": [f"retrieval.pca={PCA_FILE}"],
+    "thumb-pca": ["retrieval.fuse=thumb", "retrieval.fuse_weight=0.35", f"retrieval.pca={PCA_FILE}"],
+    "mst": ["pairs.mst=true"],
+    "union-thumb": ["retrieval.union=thumb", "pairs.union_k=3"],  # thumb's 3 nearest added to VLAD's pairs
     "reattach": ["clustering.reattach=30"],  # left-out images join their clear best cluster
     "global": ["reconstruction.mapper=global"],  # GLOMAP-style global SfM (refined as a seed) instead of incremental
     "global-raw": ["reconstruction.mapper=global", "reconstruction.global_refine=false"],  # without the refinement

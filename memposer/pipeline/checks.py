@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 POSES = ("colmap", "memposer", "seeded")
 CHOICES = {  # settings with a fixed set of values: checked here instead of failing inside a dataset
     ("features", "extractor"): ("aliked", "disk", "sift"),
-    ("retrieval", "method"): ("dinov2", "vlad"),
+    ("retrieval", "method"): ("dinov2", "vlad", "thumb"),
+    ("retrieval", "fuse"): (None, "dinov2", "vlad", "thumb"),
+    ("retrieval", "union"): (None, "dinov2", "vlad", "thumb"),
     ("pairs", "rerank"): ("none", "mutual"),
     ("clustering", "method"): ("components", "louvain", "none"),
     ("reconstruction", "poses"): POSES,
@@ -82,10 +84,11 @@ def check_output(out: Path, work: Path) -> None:
 def check_choices(conf: dict) -> None:
     """Settings with a fixed set of values (extractor, methods, mapper, poses)."""
     for (section, key), allowed in CHOICES.items():
-        value = conf[section][key]
+        value = conf[section].get(key)
         if value not in allowed:
-            raise UsageError(f"{section}.{key}={value} is not one of {', '.join(allowed)}; "
-                             f"set {section}.{key}={allowed[0]} or another of them")
+            names = ["null" if a is None else str(a) for a in allowed]
+            raise UsageError(f"{section}.{key}={value} is not one of {', '.join(names)}; "
+                             f"set {section}.{key}={names[0]} or another of them")
     r = conf["reconstruction"]
     if r["split"]["enabled"] and r["mapper"] != "incremental":
         # the check reads the mapper's tracks: on the symmetric tower of tests/pipeline/test_split.py the
@@ -116,6 +119,25 @@ def check_dinov2(conf: dict) -> None:
     except (OSError, ValueError, RuntimeError) as e:
         raise UsageError(f"--dinov2 {r['weights']}: {e}; pass weights for {r['backbone']} "
                          f"(retrieval.backbone) or leave --dinov2 out") from None
+
+
+def check_retrieval_pca(conf: dict) -> None:
+    """``retrieval.pca``, when set, must be a ``retrieval_fit`` file made for the configured features."""
+    r = conf["retrieval"]
+    if not r.get("pca"):
+        return
+    from memposer.pipeline.retrieval import load_whitening  # noqa: PLC0415
+
+    fix = "make one with python -m memposer.pipeline.retrieval_fit, or set retrieval.pca=null"
+    try:
+        white = load_whitening(str(r["pca"]))
+    except (OSError, ValueError, KeyError) as e:
+        raise UsageError(f"retrieval.pca {r['pca']} cannot be read ({e}); {fix}") from None
+    fitted = white.meta.get("settings", {})
+    for key in ("extractor", "model_name"):
+        if key in fitted and fitted[key] != conf["features"].get(key):
+            raise UsageError(f"retrieval.pca {r['pca']} was fitted on features.{key}={fitted[key]}, this run "
+                             f"uses {conf['features'].get(key)}; {fix}")
 
 
 def check_checkpoint(path: Optional[str], poses: str) -> None:

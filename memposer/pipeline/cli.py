@@ -108,6 +108,7 @@ def prepare(args: argparse.Namespace, overrides: List[str]):
     work = args.work or args.out.parent / "memposer_work"
     checks.check_output(args.out, work)
     checks.check_dinov2(conf)
+    checks.check_retrieval_pca(conf)
     checks.check_checkpoint(args.checkpoint, conf["reconstruction"]["poses"])
     predictor = None
     if conf["reconstruction"]["poses"] != "colmap":

@@ -7,13 +7,19 @@ When a dataset is known to be a video or sequence (``sequence_window``), consecu
 added as pairs too: sequence continuity lives here and in the training loss, never in the decoder.
 With ``rerank: mutual``, each image's ``rerank_candidates`` nearest neighbours are only candidates: it
 keeps the ``k`` of them a pair score ranks highest (mutual descriptor matches, ``prematch.py``).
+With ``mst``, the edges of the maximum spanning tree of the descriptor similarity graph are added (the
+seed notes' idea 3): every image is then linked to the rest by its most similar path, even where
+k-nearest-neighbour lists form islands.
 """
 from __future__ import annotations
 
+import logging
 from itertools import combinations
 from typing import Callable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 default_conf = {
     "exhaustive_below": 20,  # match every pair when a dataset has fewer images
@@ -28,15 +34,20 @@ default_conf = {
     "rerank_candidates": 30,
     "rerank_ratio": 0.9,  # a descriptor match counts when nearest / second-nearest distance < this
     "rerank_min": 0,  # of an image's k, candidates with fewer mutual matches are dropped (never its best)
+    "union_k": 3,  # neighbours each image also gets by retrieval.union's descriptors (when set)
+    "mst": False,  # also match the maximum spanning tree of the similarity graph (n^2 memory: n <= mst_max)
+    "mst_max": 8000,
 }
 
 Pair = Tuple[int, int]
 PairScore = Callable[[List[Pair]], np.ndarray]  # pairs -> (P,) scores, higher = more worth matching
 
 
-def shortlist_pairs(desc: np.ndarray, conf: Optional[dict] = None, pair_score: Optional[PairScore] = None) -> List[Pair]:
+def shortlist_pairs(desc: np.ndarray, conf: Optional[dict] = None, pair_score: Optional[PairScore] = None,
+                    union: Optional[np.ndarray] = None) -> List[Pair]:
     """Sorted unique ``(i, j)`` with ``i < j`` to match, from (N, D) unit descriptors; ``pair_score``
-    ranks the candidates with ``rerank: mutual``."""
+    ranks the candidates with ``rerank: mutual``; ``union``: a second descriptor (N, D') whose
+    ``union_k`` nearest neighbours per image are added."""
     conf = {**default_conf, **(conf or {})}
     n = len(desc)
     if n < 2:
@@ -52,7 +63,32 @@ def shortlist_pairs(desc: np.ndarray, conf: Optional[dict] = None, pair_score: O
         pairs |= rerank_pairs(cand, pair_score(cand), n, int(conf["k"]), float(conf["rerank_min"]))
     else:
         pairs |= nearest_pairs(desc, int(conf["k"]), int(conf["max_k"]), conf["min_similarity"], int(conf["block"]))
+    if union is not None:
+        pairs |= nearest_pairs(union, int(conf["union_k"]), int(conf["union_k"]), None, int(conf["block"]))
+    if conf["mst"]:
+        if n > int(conf["mst_max"]):
+            log.warning("pairs.mst: %d images > pairs.mst_max=%d; no spanning tree added", n, conf["mst_max"])
+        else:
+            pairs |= spanning_pairs(desc, int(conf["block"]))
     return sorted(pairs)
+
+
+def spanning_pairs(desc: np.ndarray, block: int) -> Set[Pair]:
+    """The maximum spanning tree of the cosine-similarity graph of ``desc`` (Prim on the dense matrix)."""
+    n = len(desc)
+    sim = np.concatenate([desc[s:s + block] @ desc.T for s in range(0, n, block)])
+    in_tree = np.zeros(n, bool)
+    in_tree[0] = True
+    best, parent = sim[0].astype(np.float64), np.zeros(n, int)
+    pairs: Set[Pair] = set()
+    for _ in range(n - 1):
+        j = int(np.argmax(np.where(in_tree, -np.inf, best)))
+        i = int(parent[j])
+        pairs.add((min(i, j), max(i, j)))
+        in_tree[j] = True
+        closer = sim[j] > best
+        best[closer], parent[closer] = sim[j][closer], j
+    return pairs
 
 
 def nearest_pairs(desc: np.ndarray, k: int, max_k: int, min_similarity: Optional[float], block: int) -> Set[Pair]:

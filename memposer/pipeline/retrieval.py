@@ -1,42 +1,56 @@
 """Stage 2: one global descriptor per image, for pair shortlisting and clustering.
 
-``method: dinov2`` pools DINOv2 tokens (class token + GeM of patch tokens) from a backbone whose
-weights the user names (``weights:``; see ``memposer.models.backbone`` for the formats). Without
-weights a random DINOv2 is useless for retrieval, so the stage says so once and falls back to
-``method: vlad``: VLAD over the local features already extracted (a per-dataset k-means codebook),
-which needs no download and works on a fresh machine.
+Methods (``method``, and optionally a second one in ``fuse``):
+
+- ``dinov2``: DINOv2 tokens (class token + GeM of patch tokens) from a backbone whose weights the user
+  names (``weights:``; see ``memposer.models.backbone`` for the formats). Without weights a random
+  DINOv2 is useless for retrieval, so the stage says so once and uses ``vlad`` instead;
+- ``vlad``: VLAD over the local features already extracted, with a codebook k-means-fitted on the
+  dataset itself, or the one in ``pca`` (fitted on a train split); needs no download;
+- ``thumb``: colour layout + colour histogram (``describers.ThumbDescriber``), no weights.
+
+``fuse`` mixes a second method in: the cosine similarity of the fused descriptors is
+``(1 - fuse_weight)`` x the first method's + ``fuse_weight`` x the second's. ``union`` instead adds
+each image's ``pairs.union_k`` nearest neighbours by another method to the pairs. ``pca`` names an ``.npz``
+that ``python -m memposer.pipeline.retrieval_fit`` fitted on a train split: one whitening PCA per
+method (and VLAD's codebook), applied instead of anything fitted on the images being matched.
 """
 from __future__ import annotations
 
+import json
 import logging
-import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import h5py
 import numpy as np
-import torch
-from tqdm import tqdm
 
-from memposer.pipeline import images as images_mod
-from memposer.pipeline.features import FeatureCache, pick_device
+from memposer.pipeline.describers import DESCRIBERS, Describers, l2
+from memposer.pipeline.features import FeatureCache
 
 log = logging.getLogger(__name__)
 
+METHODS = ("dinov2", "vlad", "thumb")
 default_conf = {
-    "method": "dinov2",  # dinov2 | vlad
+    "method": "dinov2",  # dinov2 | vlad | thumb
+    "fuse": None,  # a second method mixed into the similarity (None: off)
+    "fuse_weight": 0.2,  # the second method's share of the cosine similarity
+    "union": None,  # a method whose own nearest neighbours are matched too (pairs.union_k of them)
+    "pca": None,  # .npz from retrieval_fit (a train split): per-method whitening PCA + VLAD codebook;
+    # a relative path is looked up as given, then under configs/ (e.g. retrieval/aliked-synthetic.npz)
+    "pca_whiten": 1.0,  # exponent of the whitening: 1 full, 0 projection only
     "backbone": "vit_small_patch14_dinov2",
     "weights": None,  # DINOv2 weights file/folder; None -> vlad fallback
     "resize": 448,  # DINOv2 input side (multiple of 14)
     "vlad_words": 32,
     "vlad_sample": 200,  # descriptors per image sampled for the codebook
     "kmeans_iters": 15,
+    "thumb_side": 16,  # thumb: the colour layout's side in pixels
+    "thumb_bins": [8, 4, 4],  # thumb: HSV histogram bins
     "seed": 0,
     "device": "auto",
 }
-
-
-def _l2(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def kmeans(x: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
@@ -50,7 +64,7 @@ def kmeans(x: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
         np.add.at(sums, assign, x)
         empty = np.linalg.norm(sums, axis=1) < 1e-9
         sums[empty] = x[rng.choice(len(x), int(empty.sum()))]  # re-seed dead words
-        centres = _l2(sums)
+        centres = l2(sums)
     return centres
 
 
@@ -59,101 +73,143 @@ def vlad(desc: np.ndarray, centres: np.ndarray) -> np.ndarray:
     assign = np.argmax(desc @ centres.T, 1)
     v = np.zeros_like(centres)
     np.add.at(v, assign, desc - centres[assign])
-    v = _l2(v)  # intra-normalisation: no single bursty word dominates
+    v = l2(v)  # intra-normalisation: no single bursty word dominates
     v = v.reshape(-1)
     v = np.sign(v) * np.sqrt(np.abs(v))
-    return _l2(v)
+    return l2(v)
 
 
-def vlad_descriptors(names: List[str], feature_path: Path, conf: dict) -> np.ndarray:
+def vlad_codebook(names: List[str], feature_path: Path, conf: dict) -> np.ndarray:
+    """A codebook k-means-fitted on a sample of ``names``' local descriptors."""
     rng = np.random.default_rng(conf["seed"])
     with FeatureCache(feature_path, capacity=0) as cache:
         sample = []
         for n in names:
             d = cache[n]["descriptors"].astype(np.float32)
             sample.append(d[rng.choice(len(d), min(len(d), conf["vlad_sample"]), replace=False)])
-        centres = kmeans(_l2(np.concatenate(sample)), conf["vlad_words"], conf["kmeans_iters"], conf["seed"])
-        out = [vlad(_l2(cache[n]["descriptors"].astype(np.float32)), centres) for n in names]
+    return kmeans(l2(np.concatenate(sample)), conf["vlad_words"], conf["kmeans_iters"], conf["seed"])
+
+
+def vlad_descriptors(names: List[str], feature_path: Path, conf: dict,
+                     codebook: Optional[np.ndarray] = None) -> np.ndarray:
+    """(N, words x D) VLAD of ``names``; the codebook is fitted on them unless one is given."""
+    centres = vlad_codebook(names, feature_path, conf) if codebook is None else codebook
+    with FeatureCache(feature_path, capacity=0) as cache:
+        out = [vlad(l2(cache[n]["descriptors"].astype(np.float32)), centres) for n in names]
     return np.stack(out).astype(np.float32)
 
 
-class DinoDescriptors:
-    """DINOv2 descriptors by image name, computed from decoded images as they come.
+class Whitening:
+    """The per-method PCA (+ VLAD codebook) of a ``retrieval_fit`` file; loads no code (npz arrays)."""
 
-    The features stage hands every image it decodes to :meth:`add` (``extract_features(...,
-    on_decoded=...)``), so an image is decoded once per run for both stages; :meth:`describe`
-    decodes only the images it was not given (e.g. features cached by an earlier run).
-    """
+    def __init__(self, path: Path | str):
+        with np.load(path, allow_pickle=False) as z:
+            self.arrays = {k: z[k].astype(np.float32) for k in z.files if k != "meta"}
+            self.meta = json.loads(str(z["meta"]))
+        self.path = Path(path)
 
-    def __init__(self, conf: dict, progress: bool = True):
-        self.conf, self.progress = conf, progress
-        self.side = int(conf["resize"]) // 14 * 14
-        self.model: Optional[torch.nn.Module] = None
-        self.device = pick_device(conf["device"])
-        self.desc: Dict[str, np.ndarray] = {}
-        self.seconds = 0.0  # spent describing, wherever called from (the run's timing table)
+    def has(self, method: str) -> bool:
+        return f"{method}_components" in self.arrays
 
-    def add(self, dec: images_mod.DecodedImage) -> None:
-        """Describe one decoded image (full resolution, resampled to the network's side)."""
-        t0 = time.perf_counter()
-        self._add(dec)
-        self.seconds += time.perf_counter() - t0
+    @property
+    def codebook(self) -> Optional[np.ndarray]:
+        return self.arrays.get("vlad_codebook")
 
-    @torch.no_grad()
-    def _add(self, dec: images_mod.DecodedImage) -> None:
-        img = images_mod.prepare_image(dec, {"resize_max": None})
-        if img is None:
-            return
-        if self.model is None:
-            from memposer.models.backbone import build_backbone  # noqa: PLC0415 (timm import is slow)
-            self.model = build_backbone(self.conf["backbone"], self.conf["weights"]).eval().to(self.device)
-        x = images_mod.to_tensor(img).to(self.device)
-        x = torch.nn.functional.interpolate(x, size=(self.side, self.side), mode="bilinear", antialias=True,
-                                            align_corners=False)
-        tok = self.model(x)
-        gem = tok["patch"].clamp(min=1e-6).pow(3).mean(1).pow(1 / 3)
-        self.desc[img.name] = torch.cat([_t_l2(tok["cls"]), _t_l2(gem)], -1)[0].float().cpu().numpy()
-
-    def describe(self, image_dir: Path, names: List[str]) -> np.ndarray:
-        """(N, D) unit descriptors of ``names``, decoding the images :meth:`add` was not given."""
-        todo = [n for n in names if n not in self.desc]
-        for name in tqdm(todo, desc="global descriptors", disable=not self.progress or not todo, leave=False):
-            dec = images_mod.decode_image(image_dir / name)
-            if dec is not None:
-                self.add(dec)
-        missing = [n for n in names if n not in self.desc]
-        if missing:
-            raise ValueError(f"retrieval: {len(missing)} image(s) could not be read again, e.g. {missing[0]}")
-        return _l2(np.stack([self.desc[n] for n in names])).astype(np.float32)
+    def apply(self, method: str, desc: np.ndarray, whiten: float) -> np.ndarray:
+        """Unit descriptors projected on the method's components, scaled by variance ** (-whiten / 2)."""
+        mean, comp, var = (self.arrays[f"{method}_{k}"] for k in ("mean", "components", "variance"))
+        if desc.shape[1] != mean.shape[0]:
+            raise ValueError(f"retrieval.pca {self.path}: {method} descriptors have {desc.shape[1]} dimensions, "
+                             f"the file was fitted on {mean.shape[0]} ({self.meta.get('settings')})")
+        return l2(((desc - mean) @ comp.T) * np.maximum(var, 1e-12) ** (-0.5 * whiten)).astype(np.float32)
 
 
-def pixel_descriptors(conf: Optional[dict] = None, progress: bool = True) -> Optional[DinoDescriptors]:
-    """The describer that needs the images' pixels (DINOv2 with weights), or None (VLAD needs none)."""
+def find_whitening(path: str) -> Path:
+    """``path`` as given, else under ``configs/`` (where the shipped files live: ``retrieval/<name>.npz``)."""
+    p = Path(path)
+    if p.is_file() or p.is_absolute():
+        return p
+    from memposer.config import config_dir  # noqa: PLC0415
+
+    return config_dir() / p if (config_dir() / p).is_file() else p
+
+
+@lru_cache(maxsize=4)
+def load_whitening(path: str) -> Whitening:
+    return Whitening(find_whitening(path))
+
+
+DESCRIPTOR_KEYS = ("method", "fuse")  # the methods of the main descriptor
+PIXEL_KEYS = ("method", "fuse", "union")  # every method the features stage may feed pixels to
+
+
+def methods(conf: dict, keys=DESCRIPTOR_KEYS) -> List[str]:
+    """The methods ``conf`` runs for ``keys``, in order, after the weight-less fallback (``dinov2`` -> ``vlad``)."""
+    out: List[str] = []
+    for m in (conf.get(k) for k in keys):
+        if m is None:
+            continue
+        if m not in METHODS:
+            raise ValueError(f"unknown retrieval method {m!r} ({'|'.join(METHODS)})")
+        if m == "dinov2" and not conf["weights"]:
+            _warn_no_weights()
+            m = "vlad"
+        if m not in out:
+            out.append(m)
+    return out
+
+
+def pixel_descriptors(conf: Optional[dict] = None, progress: bool = True) -> Optional[Describers]:
+    """The describers that need the images' pixels (DINOv2 with weights, thumb), or None."""
     conf = {**default_conf, **(conf or {})}
-    return DinoDescriptors(conf, progress) if conf["method"] == "dinov2" and conf["weights"] else None
+    parts = {m: DESCRIBERS[m](conf, progress) for m in methods(conf, PIXEL_KEYS) if m in DESCRIBERS}
+    return Describers(parts) if parts else None
 
 
-def _t_l2(x: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.normalize(x, dim=-1)
+def union_descriptors(image_dir: Path | str, names: List[str], feature_path: Path | str,
+                      conf: Optional[dict] = None, progress: bool = True,
+                      describer: Optional[Describers] = None) -> Optional[np.ndarray]:
+    """The ``union`` method's descriptors (its neighbours are matched too: ``pairs.union_k``), or None."""
+    conf = {**default_conf, **(conf or {})}
+    if not conf["union"]:
+        return None
+    return global_descriptors(image_dir, names, feature_path, {**conf, "method": conf["union"], "fuse": None},
+                              progress, describer)
+
+
+def _turns(feature_path: Path, names: List[str]) -> Dict[str, int]:
+    """The quarter turns the features stage extracted each image in (pixels are described alike)."""
+    if not Path(feature_path).is_file():  # pixel methods alone need no local features
+        return {}
+    with h5py.File(feature_path, "r") as f:
+        return {n: int(f[n].attrs.get("turn", 0)) for n in names if n in f}
 
 
 def global_descriptors(image_dir: Path | str, names: List[str], feature_path: Path | str,
                        conf: Optional[dict] = None, progress: bool = True,
-                       describer: Optional[DinoDescriptors] = None) -> np.ndarray:
+                       describer: Optional[Describers] = None) -> np.ndarray:
     """(N, D) unit descriptors of ``names`` (all must have features in ``feature_path``);
     ``describer``: the :func:`pixel_descriptors` the features stage already fed, if any."""
     conf = {**default_conf, **(conf or {})}
     if not names:
         return np.zeros((0, 1), np.float32)
-    method = conf["method"]
-    if method == "dinov2" and not conf["weights"]:
-        _warn_no_weights()
-        method = "vlad"
-    if method == "dinov2":
-        return (describer or DinoDescriptors(conf, progress)).describe(Path(image_dir), names)
-    if method == "vlad":
-        return vlad_descriptors(names, Path(feature_path), conf)
-    raise ValueError(f"unknown retrieval method {method!r} (dinov2|vlad)")
+    ms = methods(conf)
+    white = load_whitening(str(conf["pca"])) if conf["pca"] else None
+    parts = []
+    for m in ms:
+        if m == "vlad":
+            d = vlad_descriptors(names, Path(feature_path), conf, white.codebook if white else None)
+        else:
+            pix = describer.parts.get(m) if describer else None
+            pix = pix or DESCRIBERS[m](conf, progress)
+            d = pix.describe(Path(image_dir), names, _turns(Path(feature_path), names))
+        if white is not None and white.has(m):
+            d = white.apply(m, d, float(conf["pca_whiten"]))
+        parts.append(d)
+    if len(parts) == 1:
+        return parts[0]
+    w = float(conf["fuse_weight"])
+    return np.concatenate([np.sqrt(1 - w) * parts[0], np.sqrt(w) * parts[1]], 1).astype(np.float32)
 
 
 _warned = False

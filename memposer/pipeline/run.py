@@ -99,9 +99,10 @@ def run_dataset(dataset: str, image_dir: Path, names: List[str], work: Path, con
     if describer:  # descriptors made while the features stage decoded are retrieval's time
         clock.move(describer.seconds, "features", "retrieval")
     desc = retrieval.global_descriptors(image_dir, ok, feat_path, conf["retrieval"], progress, describer)
+    union = retrieval.union_descriptors(image_dir, ok, feat_path, conf["retrieval"], progress, describer)
     clock.lap("retrieval")
     score = prematch.pair_scorer(ok, feat_path, conf["pairs"], conf["matching"]["device"])  # for pairs.rerank
-    shortlist = [(ok[i], ok[j]) for i, j in pairs.shortlist_pairs(desc, conf["pairs"], score)]
+    shortlist = [(ok[i], ok[j]) for i, j in pairs.shortlist_pairs(desc, conf["pairs"], score, union)]
     clock.lap("pairs")
     matching.match_pairs(shortlist, feat_path, match_path, conf["matching"], progress)
     clock.lap("matching")

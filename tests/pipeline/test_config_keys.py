@@ -19,7 +19,7 @@ READERS = {
     (): ["pipeline/run.py", "pipeline/cli.py"],
     ("features",): ["pipeline/features.py"],
     ("features", "upright"): ["pipeline/upright.py", "pipeline/features.py"],
-    ("retrieval",): ["pipeline/retrieval.py"],
+    ("retrieval",): ["pipeline/retrieval.py", "pipeline/describers.py"],
     ("pairs",): ["pipeline/pairs.py", "pipeline/prematch.py"],
     ("matching",): ["pipeline/matching.py"],
     ("verification",): ["pipeline/verification.py", "colmap.py"],

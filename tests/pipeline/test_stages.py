@@ -43,6 +43,43 @@ def test_similarity_threshold_adds_neighbours_up_to_max_k():
     assert len(more) <= 30 * 6  # each image adds at most max_k pairs
 
 
+def test_spanning_tree_links_the_islands_of_the_neighbour_lists():
+    """Three tight groups of 8 (far apart): 5-nearest-neighbour lists never leave a group; the maximum
+    spanning tree adds exactly the two most similar links between groups, and it is the exact tree."""
+    import networkx as nx
+
+    from memposer.pipeline.pairs import spanning_pairs
+
+    rng = np.random.default_rng(3)
+    centres = _unit(rng.normal(size=(3, 16)))
+    desc = _unit(np.repeat(centres, 8, 0) + 0.02 * rng.normal(size=(24, 16)))
+    conf = {"exhaustive_below": 10, "k": 5, "max_k": 5}
+    knn = set(shortlist_pairs(desc, conf))
+    group = np.repeat(np.arange(3), 8)
+    assert all(group[i] == group[j] for i, j in knn)
+    with_tree = set(shortlist_pairs(desc, {**conf, "mst": True}))
+    added = with_tree - knn
+    assert len(added) == 2 and nx.is_connected(nx.Graph(list(with_tree)))
+    full = nx.Graph()
+    full.add_weighted_edges_from((i, j, float(desc[i] @ desc[j])) for i, j in combinations(range(24), 2))
+    assert spanning_pairs(desc, 7) == {tuple(sorted(e)) for e in nx.maximum_spanning_tree(full).edges}
+    assert set(shortlist_pairs(desc, {**conf, "mst": True, "mst_max": 20})) == knn  # too many images: off
+
+
+def test_union_adds_each_images_nearest_by_the_second_descriptor():
+    """Descriptor A groups images (0..11) by thirds, B by parity: the union holds A's 3 nearest and
+    B's 2 nearest of every image, and nothing else."""
+    rng = np.random.default_rng(4)
+    a = _unit(np.repeat(_unit(rng.normal(size=(3, 16))), 4, 0) + 0.05 * rng.normal(size=(12, 16)))
+    b = _unit(_unit(rng.normal(size=(2, 16)))[np.arange(12) % 2] + 0.05 * rng.normal(size=(12, 16)))
+    conf = {"exhaustive_below": 5, "k": 3, "max_k": 3, "union_k": 2}
+    only_a = set(shortlist_pairs(a, conf))
+    only_b = set(shortlist_pairs(b, {**conf, "k": 2, "max_k": 2}))
+    both = set(shortlist_pairs(a, conf, union=b))
+    assert both == only_a | only_b and only_b - only_a  # B brings pairs A alone would not match
+    assert all(i // 4 == j // 4 for i, j in only_a) and all(i % 2 == j % 2 for i, j in only_b)
+
+
 def test_clustering_cuts_weak_links_and_drops_outliers():
     a = [f"a{i}" for i in range(5)]
     b = [f"b{i}" for i in range(5)]
