@@ -61,7 +61,10 @@ VARIANTS = {
     "global-raw": ["reconstruction.mapper=global", "reconstruction.global_refine=false"],  # without the refinement
     "best": ["reconstruction.mapper=best"],  # the default: both mappers, the better model kept
     "best-skip": ["reconstruction.mapper=best", "reconstruction.best_skip_complete=true"],  # incremental only where global leaves images out
-    "incremental": ["reconstruction.mapper=incremental"],  # the default before session 2026-12-07 #6
+    "incremental": ["reconstruction.mapper=incremental"],
+    # the last step of each mapper model (pipeline/intrinsics.py): off, or the robust adjustment alone
+    "intrinsics-off": ["reconstruction.intrinsics.final_ba=false", "reconstruction.intrinsics.share=false"],
+    "final-ba": ["reconstruction.intrinsics.share=false"],  # the default before session 2026-12-07 #6
     # clusters one after another (COLMAP gets every core) or one process per core
     "serial": ["reconstruction.workers=1"],
     "parallel": ["reconstruction.workers=0"],

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from memposer import colmap
 from memposer.colmap import Pose
-from memposer.pipeline import fill, seeding, split
+from memposer.pipeline import fill, intrinsics, seeding, split
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,9 @@ default_conf = {
     # models joined on duplicate (symmetric) structure are split, the joining pairs dropped and the
     # cluster mapped again (pipeline/split.py)
     "split": dict(split.default_conf),
+    # each mapper model adjusted once more, and one camera shared by same-size images without a focal
+    # prior where the fit allows it (pipeline/intrinsics.py; docs/results.md, "One camera")
+    "intrinsics": dict(intrinsics.default_conf),
     # each model also as a COLMAP model (cameras/images/points3D.bin) for --export and the report's 3D view
     "write_models": True,
 }
@@ -193,6 +196,8 @@ def reconstruct_cluster(names: Sequence[str], database_path: Path | str, image_d
     if conf["split"]["enabled"]:
         mapped, split_stats = _split_checked(mapped, database_path, image_dir, out_dir, names, conf)
         stats.update(split_stats)
+    mapped, intr_stats = _intrinsics_refined(mapped, conf)
+    stats.update(intr_stats)
     if mode == "seeded" and len(pred) >= 3:
         res, sources = _seeded(database_path, names, pred, mapped, conf, getattr(pred, "conf", {n: 1.0 for n in pred}))
     else:
@@ -200,6 +205,19 @@ def reconstruct_cluster(names: Sequence[str], database_path: Path | str, image_d
         res = ClusterResult(models, "colmap", {"registered": float(sum(map(len, models)))})
     res.stats.update(stats)
     return _with_model_dirs(res, sources, database_path, out_dir, conf)
+
+
+def _intrinsics_refined(mapped: List[pycolmap.Reconstruction], conf: dict
+                        ) -> Tuple[List[pycolmap.Reconstruction], Dict[str, float]]:
+    """Each model of at least ``min_model_size`` images by ``intrinsics.refine``; stats: how many
+    models kept a shared camera."""
+    out, shared = [], 0.0
+    for m in mapped:
+        if m.num_reg_images() >= conf["min_model_size"]:
+            m, st = intrinsics.refine(m, conf["intrinsics"], int(conf["num_threads"]))
+            shared += st.get("intrinsics_shared", 0.0)
+        out.append(m)
+    return out, ({"intrinsics_shared_models": shared} if conf["intrinsics"]["share"] else {})
 
 
 def map_cluster(database_path: Path, image_dir: Path, out_dir: Path, names: Sequence[str],

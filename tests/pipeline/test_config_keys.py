@@ -29,6 +29,7 @@ READERS = {
     ("reconstruction", "fill"): ["pipeline/fill.py"],
     ("reconstruction", "split"): ["pipeline/split.py", "pipeline/reconstruction.py"],
     ("reconstruction", "best_pair_check"): ["pipeline/reconstruction.py"],
+    ("reconstruction", "intrinsics"): ["pipeline/intrinsics.py"],
 }
 
 
