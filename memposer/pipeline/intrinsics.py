@@ -36,20 +36,32 @@ def refine(rec: pycolmap.Reconstruction, conf: Optional[dict] = None, num_thread
     conf = {**default_conf, **(conf or {})}
     if not (conf["final_ba"] or conf["share"]) or rec.num_reg_images() < 2:
         return rec, {}
+    before = median_error(copy_model(rec))
     each = adjust(copy_model(rec), conf["robust_scale"], num_threads)
-    stats = {"intrinsics_error_each": median_error(each)}
+    stats = {"intrinsics_error_before": before, "intrinsics_error_each": median_error(each)}
+    if not _sane(stats["intrinsics_error_each"], before):
+        # seen on one rendered model (median error 1e154 px after it): keep the mapper's model
+        log.warning("intrinsics: the last adjustment diverged (median error %.3g px, %.3g before); model kept as mapped",
+                    stats["intrinsics_error_each"], before)
+        stats["intrinsics_diverged"] = 1.0
+        return rec, stats
     groups = shareable_groups(each, int(conf["share_min_images"])) if conf["share"] else []
     if not groups:
         return (each if conf["final_ba"] else rec), stats
     shared = adjust(copy_model(each, groups), conf["robust_scale"], num_threads)
     stats["intrinsics_error_shared"] = median_error(shared)
     ratio = stats["intrinsics_error_shared"] / max(stats["intrinsics_error_each"], 1e-9)
-    keep = ratio <= conf["share_max_error_ratio"]
+    keep = bool(np.isfinite(ratio)) and ratio <= conf["share_max_error_ratio"]
     stats["intrinsics_shared"] = float(keep)
     log.debug("intrinsics: %d images in %d shared cameras, median error %.3f vs %.3f px (%.2fx) -> %s",
               sum(map(len, groups)), len(groups), stats["intrinsics_error_shared"], stats["intrinsics_error_each"],
               ratio, "shared" if keep else "per image")
     return (shared if keep else each), stats
+
+
+def _sane(after: float, before: float, factor: float = 1.5) -> bool:
+    """An adjustment's median error is finite and not clearly worse than before it."""
+    return bool(np.isfinite(after)) and (not np.isfinite(before) or after <= factor * before + 1e-6)
 
 
 def shareable_groups(rec: pycolmap.Reconstruction, min_images: int) -> List[List[int]]:
@@ -112,6 +124,7 @@ def adjust(rec: pycolmap.Reconstruction, robust_scale: float, num_threads: int =
 
 
 def median_error(rec: pycolmap.Reconstruction) -> float:
-    """Median over 3D points of their mean reprojection error (pixels)."""
+    """Median over 3D points of their mean reprojection error (pixels), computed afresh."""
+    rec.update_point_3d_errors()
     errors = [p.error for p in rec.points3D.values()]
     return float(np.median(errors)) if errors else float("nan")

@@ -87,3 +87,19 @@ def test_cameras_with_a_focal_prior_are_never_shared():
     assert intrinsics.shareable_groups(rec, 3) == []
     out, stats = intrinsics.refine(rec, {}, num_threads=1)
     assert len(out.cameras) == 8 and "intrinsics_shared" not in stats
+
+
+def test_a_diverged_adjustment_keeps_the_mapped_model(monkeypatch):
+    """An adjustment whose median error explodes (seen once on a rendered model) is not used."""
+    true = np.full(6, 1280.0)
+    rec = _scene(true, true * 1.05)
+
+    def diverge(r, robust_scale, num_threads=-1):
+        for p in r.points3D.values():
+            p.xyz = p.xyz + 1e3  # every point thrown far off: errors of hundreds of pixels
+        return r
+
+    monkeypatch.setattr(intrinsics, "adjust", diverge)
+    out, stats = intrinsics.refine(rec, {}, num_threads=1)
+    assert out is rec and stats["intrinsics_diverged"] == 1.0
+    assert stats["intrinsics_error_each"] > 100 * stats["intrinsics_error_before"]
