@@ -79,15 +79,20 @@ def vlad(desc: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return l2(v)
 
 
-def vlad_codebook(names: List[str], feature_path: Path, conf: dict) -> np.ndarray:
-    """A codebook k-means-fitted on a sample of ``names``' local descriptors."""
+def descriptor_sample(names: List[str], feature_path: Path, conf: dict) -> np.ndarray:
+    """Up to ``vlad_sample`` local descriptors of each of ``names``, drawn by ``seed``."""
     rng = np.random.default_rng(conf["seed"])
     with FeatureCache(feature_path, capacity=0) as cache:
         sample = []
         for n in names:
             d = cache[n]["descriptors"].astype(np.float32)
             sample.append(d[rng.choice(len(d), min(len(d), conf["vlad_sample"]), replace=False)])
-    return kmeans(l2(np.concatenate(sample)), conf["vlad_words"], conf["kmeans_iters"], conf["seed"])
+    return np.concatenate(sample)
+
+
+def vlad_codebook(names: List[str], feature_path: Path, conf: dict) -> np.ndarray:
+    """A codebook k-means-fitted on a sample of ``names``' local descriptors."""
+    return kmeans(l2(descriptor_sample(names, feature_path, conf)), conf["vlad_words"], conf["kmeans_iters"], conf["seed"])
 
 
 def vlad_descriptors(names: List[str], feature_path: Path, conf: dict,

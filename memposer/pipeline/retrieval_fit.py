@@ -45,7 +45,7 @@ def describe_split(data: Path, work: Path, conf: dict, methods: List[str], progr
         per_ds.append((ds, [n for n in names if status.get(n)], feat))
     out: Dict[str, np.ndarray] = {}
     if "vlad" in methods:
-        samples = [_sample(names, feat, rconf) for _, names, feat in per_ds]
+        samples = [retrieval.descriptor_sample(names, feat, rconf) for _, names, feat in per_ds]
         book = retrieval.kmeans(l2(np.concatenate(samples)), rconf["vlad_words"], rconf["kmeans_iters"],
                                 rconf["seed"])
         out["vlad_codebook"] = book
@@ -57,13 +57,6 @@ def describe_split(data: Path, work: Path, conf: dict, methods: List[str], progr
         out[m] = np.concatenate([DESCRIBERS[m](rconf, progress).describe(data / ds, names, retrieval._turns(feat, names))
                                  for ds, names, feat in per_ds])
     return out
-
-
-def _sample(names: List[str], feat: Path, conf: dict) -> np.ndarray:
-    rng = np.random.default_rng(conf["seed"])
-    with features.FeatureCache(feat, capacity=0) as cache:
-        return np.concatenate([d[rng.choice(len(d), min(len(d), conf["vlad_sample"]), replace=False)]
-                               for d in (cache[n]["descriptors"].astype(np.float32) for n in names)])
 
 
 def fit(data: Path, out: Path, conf: dict, methods: List[str], dim: int, work: Path, progress: bool = True) -> dict:
