@@ -65,6 +65,7 @@ VARIANTS = {
     # the last step of each mapper model (pipeline/intrinsics.py): off, or the robust adjustment alone
     "intrinsics-off": ["reconstruction.intrinsics.final_ba=false", "reconstruction.intrinsics.share=false"],
     "final-ba": ["reconstruction.intrinsics.share=false"],  # the default before session 2026-12-07 #6
+    "share-partial": ["reconstruction.intrinsics.share_partial=true"],  # images share where their own fit allows
     # clusters one after another (COLMAP gets every core) or one process per core
     "serial": ["reconstruction.workers=1"],
     "parallel": ["reconstruction.workers=0"],

@@ -210,14 +210,17 @@ def reconstruct_cluster(names: Sequence[str], database_path: Path | str, image_d
 def _intrinsics_refined(mapped: List[pycolmap.Reconstruction], conf: dict
                         ) -> Tuple[List[pycolmap.Reconstruction], Dict[str, float]]:
     """Each model of at least ``min_model_size`` images by ``intrinsics.refine``; stats: how many
-    models kept a shared camera."""
-    out, shared = [], 0.0
+    models kept one shared camera, and how many images share one in models that share partly."""
+    out, shared, partial = [], 0.0, 0.0
     for m in mapped:
         if m.num_reg_images() >= conf["min_model_size"]:
             m, st = intrinsics.refine(m, conf["intrinsics"], int(conf["num_threads"]))
             shared += st.get("intrinsics_shared", 0.0)
+            partial += st.get("intrinsics_partial_images", 0.0)
         out.append(m)
-    return out, ({"intrinsics_shared_models": shared} if conf["intrinsics"]["share"] else {})
+    if not conf["intrinsics"]["share"]:
+        return out, {}
+    return out, {"intrinsics_shared_models": shared, "intrinsics_partial_images": partial}
 
 
 def map_cluster(database_path: Path, image_dir: Path, out_dir: Path, names: Sequence[str],

@@ -67,6 +67,38 @@ def test_cameras_that_differ_keep_their_own_focal():
     assert _focal_errors(out, true).max() < 0.01
 
 
+def test_images_of_one_camera_share_it_beside_images_of_others():
+    """Nine images of one camera and three of others: the group as a whole fails the test, the nine
+    share a camera and the three keep theirs (``share_partial``); with it off (the default) all twelve
+    keep theirs."""
+    rng = np.random.default_rng(3)
+    true = np.full(12, 1280.0)
+    true[[2, 6, 10]] = [800.0, 1900.0, 2400.0]
+    rec = _scene(true, true * rng.uniform(0.85, 1.15, 12))
+    out, stats = intrinsics.refine(rec, {"share_partial": True}, num_threads=1)
+    assert stats["intrinsics_shared"] == 0.0 and stats["intrinsics_partial_images"] == 9.0
+    cams = [out.images[i + 1].camera_id for i in range(12)]
+    assert len({cams[i] for i in range(12) if i not in (2, 6, 10)}) == 1
+    assert len(set(cams)) == 4 and len(out.cameras) == 4
+    assert _focal_errors(out, true).max() < 0.01
+    assert stats["intrinsics_error_partial"] <= 1.1 * stats["intrinsics_error_each"]
+    whole, st = intrinsics.refine(rec, {}, num_threads=1)
+    assert len(whole.cameras) == 12 and "intrinsics_partial_images" not in st
+
+
+def test_image_errors_are_each_images_median_reprojection_error():
+    true = np.full(6, 1280.0)
+    rec = _scene(true, true, noise=0.0)
+    assert max(intrinsics.image_errors(rec).values()) < 1e-6  # exact projections
+    im = rec.images[3]
+    im.points2D[0].xy = im.points2D[0].xy + 40.0  # one observation off: the median does not move
+    errors = intrinsics.image_errors(rec)
+    assert errors[3] < 1e-6
+    for p in list(im.points2D)[:200]:
+        p.xy = p.xy + [3.0, 4.0]  # most of them 5 px off
+    assert intrinsics.image_errors(rec)[3] == pytest.approx(5.0, abs=1e-6)
+
+
 @pytest.mark.parametrize("conf", [{"final_ba": False, "share": False}, {"share": False}])
 def test_off_or_adjustment_only(conf):
     true = np.full(6, 1280.0)
