@@ -13,6 +13,7 @@ the orientation of the rest.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
@@ -62,6 +63,7 @@ def main() -> None:
     ap.add_argument("--datasets", default="", help="comma-separated subset")
     ap.add_argument("--turn-files", type=float, default=0.0, help="share of images to turn first")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, help="write each image's turn here ({dataset: {image: turn}})")
     a = ap.parse_args()
 
     from memposer.data.imc import scan_dataset_folder
@@ -74,6 +76,7 @@ def main() -> None:
         wanted = set(filter(None, a.datasets.split(",")))
         folders = {d: (a.data / d, n) for d, n in scan_dataset_folder(a.data).items() if not wanted or d in wanted}
     tmp = Path(tempfile.mkdtemp())
+    found: Dict[str, Dict[str, int]] = {}
     print("| dataset | images | turned x1 / x2 / x3 | undone / turned files | false turns | probe s |\n"
           "| --- | ---: | ---: | ---: | ---: | ---: |")
     for ds, (folder, names) in folders.items():
@@ -84,6 +87,7 @@ def main() -> None:
         t = time.perf_counter()
         turns = probe(folder, names, conf)
         dt = time.perf_counter() - t
+        found[ds] = {n: int(turns[n]) for n in names}
         counts = np.bincount([turns[n] for n in names], minlength=4)
         undone = ""
         false = sum(turns[n] != 0 for n in names if not applied.get(n))  # images left as they were
@@ -91,7 +95,9 @@ def main() -> None:
             # undone: the probe's turn brings the file back to the majority's orientation
             fixed = sum((applied[n] + turns[n]) % 4 == 0 for n in names if applied[n])
             undone = f"{fixed} / {sum(1 for n in names if applied[n])}"
-        print(f"| {ds} | {len(names)} | {counts[1]} / {counts[2]} / {counts[3]} | {undone} | {false} | {dt:.0f} |", flush=True)
+        print(f"| {ds} | {len(names)} | {counts[1]} / {counts[2]} / {counts[3]} | {undone} | {false} | {dt:.1f} |", flush=True)
+    if a.json:
+        a.json.write_text(json.dumps(found, indent=1))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ whatever the turn.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -108,15 +109,38 @@ def extract_one(model: torch.nn.Module, img: images_mod.LoadedImage, device: tor
     kpts = (kpts + 0.5) / img.scale - 0.5
     if turn % 4:
         kpts = upright.unrotate_points(kpts, turn, img.size)
-    scores = pred["keypoint_scores"][0] if "keypoint_scores" in pred else torch.ones(len(kpts))
+    return _unpack(pred, 0, kpts)
+
+
+def _unpack(pred: dict, b: int, kpts: np.ndarray) -> Dict[str, np.ndarray]:
+    """Batch element ``b`` of an extractor's output, with ``kpts`` as its keypoints."""
+    scores = pred["keypoint_scores"][b] if "keypoint_scores" in pred else torch.ones(len(kpts))
     out = {
         "keypoints": kpts.astype(np.float32),
-        "descriptors": pred["descriptors"][0].float().cpu().numpy().astype(np.float16),
+        "descriptors": pred["descriptors"][b].float().cpu().numpy().astype(np.float16),
         "scores": scores.float().cpu().numpy().astype(np.float16),
     }
     for k in ("scales", "oris"):  # SIFT extras for LightGlue-SIFT
         if k in pred:
-            out[k] = pred[k][0].float().cpu().numpy()
+            out[k] = pred[k][b].float().cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def extract_turns(model: torch.nn.Module, img: images_mod.LoadedImage, device: torch.device,
+                  turns: List[int]) -> Dict[int, Dict[str, np.ndarray]]:
+    """``extract_one`` for each of ``turns``, the turns of one shape in one batch (0 with 2, 1 with 3):
+    two passes of the extractor instead of four for the upright probe."""
+    out: Dict[int, Dict[str, np.ndarray]] = {}
+    for group in ([k for k in turns if k % 2 == 0], [k for k in turns if k % 2 == 1]):
+        if not group:
+            continue
+        x = torch.cat([images_mod.to_tensor(images_mod.LoadedImage(
+            img.name, np.ascontiguousarray(np.rot90(img.image, k)), img.size, img.scale, img.focal)) for k in group])
+        pred = model({"image": x.to(device)})
+        for b, k in enumerate(group):
+            kpts = (pred["keypoints"][b].float().cpu().numpy() + 0.5) / img.scale - 0.5
+            out[k] = _unpack(pred, b, upright.unrotate_points(kpts, k, img.size) if k else kpts)
     return out
 
 
@@ -211,24 +235,66 @@ def image_turns(image_dir: Path, names: List[str], f: h5py.File, conf: dict, dev
     if all(n in stored for n in names):
         return {n: int(stored[n]) for n in names}
     probe = build_extractor({**conf, "max_num_keypoints": up["max_num_keypoints"]}, device)
-    readable, desc = [], []
-    for name in tqdm(names, desc="orientation probe", disable=not progress, leave=False):
-        dec = images_mod.decode_image(image_dir / name)
-        img = None if dec is None else images_mod.prepare_image(dec, {"resize_max": up["resize_max"], "grayscale": False})
+    workers = int(conf["workers"]) or os.cpu_count() or 1
+
+    def load(name: str) -> Optional[images_mod.LoadedImage]:
+        dec = images_mod.decode_image(image_dir / name, draft=up["resize_max"])
+        return None if dec is None else images_mod.prepare_image(dec, {"resize_max": up["resize_max"], "grayscale": False})
+
+    def describe(name: str, img: Optional[images_mod.LoadedImage]) -> Optional[Dict[int, np.ndarray]]:
         if img is None:
-            continue
+            return None
         try:
-            desc.append(upright.probe_descriptors(img, lambda im, k: extract_one(probe, im, device, k), up))
+            return upright.probe_descriptors(img, lambda im, ks: extract_turns(probe, im, device, ks), up)
         except Exception as e:  # as in extraction: an unusable image is left out, not fatal
             log.debug("orientation probe failed on %s (%s)", name, e)
-            continue
-        readable.append(name)
-    turns = dict(zip(readable, (int(k) for k in upright.estimate_turns(desc, up))))
+            return None
+
+    readable, desc = [], []
+    # Decoding runs ahead in threads (a bounded window); the extractor runs on `workers` threads with
+    # one torch thread each, as in extraction, or in this thread with torch's own threads.
+    threads = max(workers, min(4, os.cpu_count() or 1))
+    with torch_threads(1 if workers > 1 else None), ThreadPoolExecutor(threads) as pool:
+        loads: Deque[Tuple[str, Future]] = deque()
+        todo = iter(names)
+        for name in itertools.islice(todo, 2 * threads):
+            loads.append((name, pool.submit(load, name)))
+        described: Deque[Tuple[str, Future]] = deque()
+        bar = tqdm(total=len(names), desc="orientation probe", disable=not progress, leave=False)
+
+        def collect() -> None:
+            name, job = described.popleft()
+            d = job.result()
+            bar.update()
+            if d is not None:
+                readable.append(name)
+                desc.append(d)
+
+        while loads:
+            name, job = loads.popleft()
+            nxt = next(todo, None)
+            if nxt is not None:
+                loads.append((nxt, pool.submit(load, nxt)))
+            img = job.result()
+            described.append((name, pool.submit(describe, name, img) if workers > 1 else _done(describe(name, img))))
+            while len(described) > workers:
+                collect()
+        while described:
+            collect()
+        bar.close()
+    turns = dict(zip(readable, (int(k) for k in upright.estimate_turns(desc, up, device))))
     turned = {n: k for n, k in turns.items() if k}
     log.info("orientation: %d of %d images turned (%s)", len(turned), len(names),
              ", ".join(f"{n} x{k}" for n, k in sorted(turned.items())[:8]) + (" ..." if len(turned) > 8 else ""))
     f.attrs["turns"] = json.dumps(turns)
     return {n: turns.get(n, 0) for n in names}
+
+
+def _done(value) -> Future:
+    """A future that already holds ``value``."""
+    fut: Future = Future()
+    fut.set_result(value)
+    return fut
 
 
 def read_features(f: h5py.File, name: str) -> Dict[str, np.ndarray]:

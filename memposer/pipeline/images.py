@@ -89,13 +89,17 @@ def _warn_unreadable(path: Path, e: Exception) -> None:
     log.warning("cannot read image %s (%s: %s); it will be written as an outlier", path, type(e).__name__, e)
 
 
-def decode_image(path: Path | str) -> Optional[DecodedImage]:
-    """Decode and orient one file; ``None`` (with a warning) when it cannot be decoded."""
+def decode_image(path: Path | str, draft: Optional[int] = None) -> Optional[DecodedImage]:
+    """Decode and orient one file; ``None`` (with a warning) when it cannot be decoded. With ``draft``,
+    a JPEG may be decoded at a reduced scale whose sides stay at least ``draft`` pixels (the DCT's own
+    1/2-1/8 scaling: several times faster for a small copy, e.g. the upright probe's)."""
     path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL's DecompressionBombWarning etc.
             with Image.open(path) as raw:
+                if draft:
+                    raw.draft(None, (int(draft), int(draft)))  # a no-op for formats other than JPEG
                 raw.load()  # raises on truncated files
                 if getattr(raw, "n_frames", 1) > 1:
                     log.warning("image %s is animated (%d frames); using its first frame", path, raw.n_frames)

@@ -81,7 +81,7 @@ def _mnn_counts(a: torch.Tensor, b: torch.Tensor, min_sim: float) -> torch.Tenso
     s = torch.einsum("tkd,rld->trkl", a, b)
     best_b, best_a = s.argmax(3), s.argmax(2)                          # (T,R,K), (T,R,L)
     back = torch.gather(best_a, 2, best_b)                             # best_a at each row's best column
-    mutual = back == torch.arange(a.shape[1])
+    mutual = back == torch.arange(a.shape[1], device=a.device)
     return (mutual & (s.amax(3) >= min_sim)).sum(2)
 
 
@@ -97,28 +97,29 @@ def _refs(n: int, max_refs: int) -> List[List[int]]:
     return out
 
 
-def _padded(desc: Sequence[np.ndarray]) -> torch.Tensor:
+def _padded(desc: Sequence[np.ndarray], device: torch.device = torch.device("cpu")) -> torch.Tensor:
     """Descriptor sets of different sizes -> (M,K,D) L2-normalised, zero rows as padding."""
     k = max(len(d) for d in desc)
     out = torch.zeros(len(desc), k, desc[0].shape[1])
     for i, d in enumerate(desc):
         out[i, :len(d)] = torch.nn.functional.normalize(torch.from_numpy(np.asarray(d, np.float32)), dim=-1)
-    return out
+    return out.to(device)
 
 
 @torch.no_grad()
-def relative_turn_votes(desc: Sequence[Dict[int, np.ndarray]], conf: dict) -> List[Tuple[int, int, int, float]]:
+def relative_turn_votes(desc: Sequence[Dict[int, np.ndarray]], conf: dict, device: torch.device = torch.device("cpu")
+                        ) -> List[Tuple[int, int, int, float]]:
     """``desc[i][k]`` = image i's descriptors in turn k -> votes ``(i, j, r, weight)``: image i turned by
     r looks like image j unturned, by ``weight`` more mutual matches than under any other turn."""
     conf = {**default_conf, **conf}
     turns = [k % 4 for k in conf["turns"]]
-    upright_sets = _padded([d[0] for d in desc])
+    upright_sets = _padded([d[0] for d in desc], device)
+    chunk = 8 if device.type == "cpu" else 48  # the similarity block is turns x chunk x K x K floats
     votes = []
     for i, refs in enumerate(_refs(len(desc), int(conf["max_refs"]))):
-        query = _padded([desc[i][k] for k in turns])
-        # refs in chunks: the similarity block is turns x chunk x K x K floats
-        counts = np.concatenate([_mnn_counts(query, upright_sets[refs[c:c + 8]], conf["min_similarity"]).numpy()
-                                 for c in range(0, len(refs), 8)], 1)   # (turns, refs)
+        query = _padded([desc[i][k] for k in turns], device)
+        counts = torch.cat([_mnn_counts(query, upright_sets[refs[c:c + chunk]], conf["min_similarity"])
+                            for c in range(0, len(refs), chunk)], 1).cpu().numpy()   # (turns, refs)
         top2 = np.sort(counts, 0)[::-1]
         margin = top2[0] - (top2[1] if len(turns) > 1 else 0)
         best = np.array(turns)[counts.argmax(0)]                     # ties: the first turn listed
@@ -186,14 +187,18 @@ def solve_turns(n: int, votes: List[Tuple[int, int, int, float]], conf: dict) ->
 
 def probe_descriptors(img, extract, conf: dict) -> Dict[int, np.ndarray]:
     """One probe image (``images.LoadedImage`` at the probe's size) -> ``{turn: descriptors}``;
-    ``extract(img, turn) -> {"descriptors": ...}`` is the probe's extractor (``features.extract_one``)."""
+    ``extract(img, turns) -> {turn: {"descriptors": ...}}`` is the probe's extractor
+    (``features.extract_turns``)."""
     conf = {**default_conf, **conf}
-    return {k % 4: np.asarray(extract(img, k % 4)["descriptors"], np.float16) for k in conf["turns"]}
+    turns = sorted({k % 4 for k in conf["turns"]})
+    return {k: np.asarray(f["descriptors"], np.float16) for k, f in extract(img, turns).items()}
 
 
-def estimate_turns(desc: Sequence[Dict[int, np.ndarray]], conf: dict) -> np.ndarray:
-    """Probe descriptors of a dataset's images (:func:`probe_descriptors`) -> one turn (0-3) per image."""
+def estimate_turns(desc: Sequence[Dict[int, np.ndarray]], conf: dict, device: torch.device = torch.device("cpu")
+                   ) -> np.ndarray:
+    """Probe descriptors of a dataset's images (:func:`probe_descriptors`) -> one turn (0-3) per image;
+    the votes' similarity blocks are computed on ``device``."""
     conf = {**default_conf, **conf}
     if len(desc) < 2:
         return np.zeros(len(desc), int)
-    return solve_turns(len(desc), relative_turn_votes(desc, conf), conf)
+    return solve_turns(len(desc), relative_turn_votes(desc, conf, device), conf)

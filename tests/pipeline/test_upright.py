@@ -112,3 +112,42 @@ def test_read_turns_reads_each_images_turn_and_defaults_to_upright(tmp_path):
         f.create_group("b.jpg")  # written before turns were recorded
         f.create_group("c.jpg").attrs["turn"] = 3
     assert read_turns(tmp_path / "features.h5", ["c.jpg", "a.jpg", "b.jpg", "missing.jpg"]).tolist() == [3, 2, 0, 0]
+
+
+def test_the_probe_extracts_turns_in_batches_as_one_at_a_time(views):
+    """``extract_turns`` (two batched passes, turns 0+2 and 1+3) gives each turn's features as
+    ``extract_one`` does, keypoints in the original image's pixels."""
+    import torch
+
+    from memposer.pipeline import images
+    from memposer.pipeline.features import build_extractor, default_conf, extract_one, extract_turns
+
+    d, names = views
+    dec = images.decode_image(d / "plain" / names[0])
+    img = images.prepare_image(dec, {"resize_max": 256, "grayscale": False})
+    model = build_extractor({**default_conf, "max_num_keypoints": 128}, torch.device("cpu"))
+    batched = extract_turns(model, img, torch.device("cpu"), [0, 1, 2, 3])
+    assert sorted(batched) == [0, 1, 2, 3]
+    for k in range(4):
+        one = extract_one(model, img, torch.device("cpu"), k)
+        assert np.abs(batched[k]["keypoints"] - one["keypoints"]).max() < 1e-2
+        assert np.abs(batched[k]["descriptors"].astype(np.float32) - one["descriptors"]).max() < 1e-2
+    assert not np.allclose(batched[0]["descriptors"], batched[1]["descriptors"])  # turns do differ
+
+
+def test_a_draft_decode_is_a_smaller_copy_of_the_same_picture(tmp_path):
+    """``decode_image(draft=N)``: a JPEG comes back at a DCT-reduced scale with sides >= N, and the
+    probe's 320 px copy made from it is the one made from the full decode, up to resampling."""
+    from memposer.pipeline import images
+
+    rng = np.random.default_rng(0)
+    small = rng.random((60, 80, 3))
+    big = np.kron(small, np.ones((25, 25, 1)))  # 1500 x 2000, smooth enough for JPEG
+    Image.fromarray((255 * big).astype(np.uint8)).save(tmp_path / "a.jpg", quality=95)
+    full, draft = images.decode_image(tmp_path / "a.jpg"), images.decode_image(tmp_path / "a.jpg", draft=320)
+    assert full.image.size == (2000, 1500) and min(draft.image.size) >= 320 and max(draft.image.size) <= 1000
+    a, b = (images.prepare_image(d, {"resize_max": 320, "grayscale": False}) for d in (full, draft))
+    assert a.image.shape == b.image.shape == (240, 320, 3)
+    assert np.abs(a.image - b.image).mean() < 0.03
+    Image.fromarray((255 * big).astype(np.uint8)).save(tmp_path / "a.png")
+    assert images.decode_image(tmp_path / "a.png", draft=320).image.size == (2000, 1500)  # PNG: no draft
