@@ -99,38 +99,15 @@ def completed(f: h5py.File) -> set:
 def extract_one(model: torch.nn.Module, img: images_mod.LoadedImage, device: torch.device,
                 turn: int = 0) -> Dict[str, np.ndarray]:
     """Features of one image, extracted in ``turn`` quarter turns; keypoints in the original's pixels."""
-    if turn % 4:
-        img = images_mod.LoadedImage(img.name, np.ascontiguousarray(np.rot90(img.image, turn)), img.size,
-                                     img.scale, img.focal)
-    x = images_mod.to_tensor(img).to(device)
-    pred = model({"image": x})
-    kpts = pred["keypoints"][0].float().cpu().numpy()
-    # pixel centres: resized (x + .5) / scale - .5 = original coordinate
-    kpts = (kpts + 0.5) / img.scale - 0.5
-    if turn % 4:
-        kpts = upright.unrotate_points(kpts, turn, img.size)
-    return _unpack(pred, 0, kpts)
-
-
-def _unpack(pred: dict, b: int, kpts: np.ndarray) -> Dict[str, np.ndarray]:
-    """Batch element ``b`` of an extractor's output, with ``kpts`` as its keypoints."""
-    scores = pred["keypoint_scores"][b] if "keypoint_scores" in pred else torch.ones(len(kpts))
-    out = {
-        "keypoints": kpts.astype(np.float32),
-        "descriptors": pred["descriptors"][b].float().cpu().numpy().astype(np.float16),
-        "scores": scores.float().cpu().numpy().astype(np.float16),
-    }
-    for k in ("scales", "oris"):  # SIFT extras for LightGlue-SIFT
-        if k in pred:
-            out[k] = pred[k][b].float().cpu().numpy()
-    return out
+    return extract_turns(model, img, device, [turn % 4])[turn % 4]
 
 
 @torch.no_grad()
 def extract_turns(model: torch.nn.Module, img: images_mod.LoadedImage, device: torch.device,
                   turns: List[int]) -> Dict[int, Dict[str, np.ndarray]]:
-    """``extract_one`` for each of ``turns``, the turns of one shape in one batch (0 with 2, 1 with 3):
-    two passes of the extractor instead of four for the upright probe."""
+    """Features of one image in each of ``turns`` (quarter turns, 0-3), keypoints in the original's
+    pixels; the turns of one shape go through the extractor in one batch (0 with 2, 1 with 3), so the
+    upright probe's four turns take two passes."""
     out: Dict[int, Dict[str, np.ndarray]] = {}
     for group in ([k for k in turns if k % 2 == 0], [k for k in turns if k % 2 == 1]):
         if not group:
@@ -139,8 +116,19 @@ def extract_turns(model: torch.nn.Module, img: images_mod.LoadedImage, device: t
             img.name, np.ascontiguousarray(np.rot90(img.image, k)), img.size, img.scale, img.focal)) for k in group])
         pred = model({"image": x.to(device)})
         for b, k in enumerate(group):
+            # pixel centres: resized (x + .5) / scale - .5 = original coordinate
             kpts = (pred["keypoints"][b].float().cpu().numpy() + 0.5) / img.scale - 0.5
-            out[k] = _unpack(pred, b, upright.unrotate_points(kpts, k, img.size) if k else kpts)
+            if k:
+                kpts = upright.unrotate_points(kpts, k, img.size)
+            scores = pred["keypoint_scores"][b] if "keypoint_scores" in pred else torch.ones(len(kpts))
+            out[k] = {
+                "keypoints": kpts.astype(np.float32),
+                "descriptors": pred["descriptors"][b].float().cpu().numpy().astype(np.float16),
+                "scores": scores.float().cpu().numpy().astype(np.float16),
+            }
+            for key in ("scales", "oris"):  # SIFT extras for LightGlue-SIFT
+                if key in pred:
+                    out[k][key] = pred[key][b].float().cpu().numpy()
     return out
 
 
@@ -262,9 +250,7 @@ def image_turns(image_dir: Path, names: List[str], f: h5py.File, conf: dict, dev
         described: Deque[Tuple[str, Future]] = deque()
         bar = tqdm(total=len(names), desc="orientation probe", disable=not progress, leave=False)
 
-        def collect() -> None:
-            name, job = described.popleft()
-            d = job.result()
+        def keep(name: str, d: Optional[Dict[int, np.ndarray]]) -> None:
             bar.update()
             if d is not None:
                 readable.append(name)
@@ -275,12 +261,15 @@ def image_turns(image_dir: Path, names: List[str], f: h5py.File, conf: dict, dev
             nxt = next(todo, None)
             if nxt is not None:
                 loads.append((nxt, pool.submit(load, nxt)))
-            img = job.result()
-            described.append((name, pool.submit(describe, name, img) if workers > 1 else _done(describe(name, img))))
+            if workers == 1:
+                keep(name, describe(name, job.result()))
+                continue
+            described.append((name, pool.submit(describe, name, job.result())))
             while len(described) > workers:
-                collect()
-        while described:
-            collect()
+                name, job = described.popleft()
+                keep(name, job.result())
+        for name, job in described:
+            keep(name, job.result())
         bar.close()
     turns = dict(zip(readable, (int(k) for k in upright.estimate_turns(desc, up, device))))
     turned = {n: k for n, k in turns.items() if k}
@@ -288,13 +277,6 @@ def image_turns(image_dir: Path, names: List[str], f: h5py.File, conf: dict, dev
              ", ".join(f"{n} x{k}" for n, k in sorted(turned.items())[:8]) + (" ..." if len(turned) > 8 else ""))
     f.attrs["turns"] = json.dumps(turns)
     return {n: turns.get(n, 0) for n in names}
-
-
-def _done(value) -> Future:
-    """A future that already holds ``value``."""
-    fut: Future = Future()
-    fut.set_result(value)
-    return fut
 
 
 def read_features(f: h5py.File, name: str) -> Dict[str, np.ndarray]:
